@@ -1,0 +1,139 @@
+"""The one ViT encoder of the suite: SdAE student, EMA teacher and (later) the
+classification and dense backbones.
+
+Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``,
+``cls_token``, ``pos_embed``, ``blocks.{i}``, ``norm``), so a state dict moves
+between the two without renaming.
+"""
+
+from functools import partial
+from typing import Literal
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from .pos_embed import sincos_2d
+
+# width, depth, heads, patch size (MAE / ViT paper sizes)
+VIT_ARCHS: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3, patch_size=16),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, patch_size=16),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
+}
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder with a class token and a 2-D position embedding.
+
+    ``pos_embed="sincos"`` gives MAE's fixed sine-cosine table (not trained);
+    ``"learned"`` a trainable, randomly initialised one (the published SdAE
+    teacher is built that way and only ever changes through the EMA).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        pos_embed: Literal["sincos", "learned"] = "sincos",
+    ) -> None:
+        super().__init__()
+        if pos_embed not in ("sincos", "learned"):
+            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        self.embed_dim = embed_dim
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=pos_embed == "learned"
+        )
+        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=norm_layer)
+            for dp in drop_path
+        )
+        self.norm = norm_layer(embed_dim)
+        self._init_weights(pos_embed)
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch_embed.patch_size[0]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.patch_embed.grid_size
+
+    def _init_weights(self, pos_embed: str) -> None:
+        # MAE's initialisation: fixed sin-cos table, xavier on linear layers and
+        # on the patch projection seen as a linear layer.
+        with torch.no_grad():
+            if pos_embed == "sincos":
+                self.pos_embed.copy_(sincos_2d(self.embed_dim, *self.grid_size, cls_token=True)[None])
+            else:
+                nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            proj = self.patch_embed.proj.weight
+            nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+            nn.init.normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def embed_patches(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with their position embedding, (B, N, D), no class token."""
+        return self.patch_embed(imgs) + self.pos_embed[:, 1:]
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run a set of patch tokens (B, L, D) with a fresh class token through
+        the blocks and the final norm; returns (B, 1 + L, D), class token first."""
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Whole image: (B, 1 + N, D)."""
+        return self.forward_tokens(self.embed_patches(imgs))
+
+
+def build_vit(arch: str, **kwargs) -> VisionTransformer:
+    """``arch`` is one of :data:`VIT_ARCHS`; keyword arguments override its values."""
+    if arch not in VIT_ARCHS:
+        raise ValueError(f"unknown ViT arch {arch!r}; choose one of {sorted(VIT_ARCHS)}")
+    return VisionTransformer(**{**VIT_ARCHS[arch], **kwargs})
+
+
+def vit_tiny_patch16(**kwargs) -> VisionTransformer:
+    return build_vit("tiny", **kwargs)
+
+
+def vit_small_patch16(**kwargs) -> VisionTransformer:
+    return build_vit("small", **kwargs)
+
+
+def vit_base_patch16(**kwargs) -> VisionTransformer:
+    return build_vit("base", **kwargs)
+
+
+def vit_large_patch16(**kwargs) -> VisionTransformer:
+    return build_vit("large", **kwargs)
+
+
+def vit_huge_patch14(**kwargs) -> VisionTransformer:
+    return build_vit("huge", **kwargs)
