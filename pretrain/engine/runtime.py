@@ -1,0 +1,78 @@
+"""Run-time adjustments of an mmengine config shared by every stage's
+``tools/train.py`` run: learning-rate scaling to the real batch, AMP choice,
+CPU-only distributed runs."""
+
+import os
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def world_size_from_env(launcher: str) -> int:
+    if launcher == "none":
+        return 1
+    if launcher == "pytorch":
+        return int(os.environ["WORLD_SIZE"])
+    if launcher == "slurm":
+        return int(os.environ["SLURM_NTASKS"])
+    raise ValueError(f"unknown launcher {launcher!r}; use none, pytorch or slurm")
+
+
+def effective_batch_size(cfg: Config, world_size: int) -> int:
+    """Images per optimizer step: GPUs x batch per GPU x accumulation steps."""
+    accumulation = cfg.optim_wrapper.get("accumulative_counts", 1)
+    return world_size * cfg.train_dataloader.batch_size * accumulation
+
+
+def apply_lr_scaling(cfg: Config, world_size: int) -> str:
+    """Sets ``optimizer.lr = base_lr * effective batch / base_batch_size`` when the
+    config has ``lr_scaling`` (the MAE/SdAE rule); returns a line for the log."""
+    batch = effective_batch_size(cfg, world_size)
+    accumulation = cfg.optim_wrapper.get("accumulative_counts", 1)
+    how = f"{world_size} process(es) x {cfg.train_dataloader.batch_size} x {accumulation} accumulation"
+    scaling = cfg.get("lr_scaling")
+    if not scaling:
+        return f"effective batch {batch} ({how}); absolute lr {cfg.optim_wrapper.optimizer.lr:.4g}"
+    lr = scaling["base_lr"] * batch / scaling["base_batch_size"]
+    cfg.optim_wrapper.optimizer.lr = lr
+    return (
+        f"effective batch {batch} ({how}); lr = {scaling['base_lr']:.4g} x {batch} / "
+        f"{scaling['base_batch_size']} = {lr:.4g}"
+    )
+
+
+def apply_amp(cfg: Config, amp: str | None) -> None:
+    """``amp``: None keeps the config's choice; "bf16"/"fp16" autocast; "none" fp32."""
+    if amp is None:
+        pass
+    elif amp == "none":
+        cfg.optim_wrapper.type = "OptimWrapper"
+        cfg.optim_wrapper.pop("dtype", None)
+        cfg.optim_wrapper.pop("loss_scale", None)
+    elif amp in AMP_DTYPES:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.dtype = AMP_DTYPES[amp]
+        if amp == "fp16":
+            cfg.optim_wrapper.loss_scale = "dynamic"
+    else:
+        raise ValueError(f"--amp must be bf16, fp16 or none, got {amp!r}")
+    if cfg.optim_wrapper.type == "AmpOptimWrapper" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "this config trains with mixed precision (AmpOptimWrapper), which needs a CUDA GPU; "
+            "none is visible. Pass --amp none to train in fp32 on the CPU."
+        )
+
+
+def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """mmengine's launchers assume one GPU per process. Without GPUs, join the
+    torchrun process group over gloo here and wrap the model without device ids."""
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    if launcher != "pytorch":
+        raise RuntimeError(f"launcher {launcher!r} needs GPUs; CPU-only runs support --launcher pytorch")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
