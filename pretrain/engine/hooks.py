@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
@@ -110,18 +110,51 @@ class RandomStateHook(Hook):
     checkpoint and restores it on resume, so that a resumed run draws the same
     masks and augmentations as an uninterrupted one (mmengine alone re-seeds).
 
-    States are restored in ``before_train``, after mmengine's own re-seeding.
-    A checkpoint written with a different number of ranks cannot be continued
-    exactly; that is logged and the run continues from the config's seed.
+    Only rank 0 writes checkpoints, so the states are gathered from all ranks
+    just before the checkpoint hook runs (this hook has a higher priority) at
+    the epochs / iterations where it saves. They are restored in
+    ``before_train``, after mmengine's own re-seeding. A checkpoint written with
+    a different number of ranks cannot be continued exactly; that is logged.
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self) -> None:
+        self._gathered: list | None = None
         self._pending: list | None = None
+        self._checkpoint_hooks: list[CheckpointHook] = []
+
+    def before_train(self, runner) -> None:
+        self._checkpoint_hooks = [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+        # Only a resumed run continues a stream; ``load_from`` (weights only) starts at iteration 0.
+        if self._pending is not None and runner.iter > 0:
+            _restore_random_state(self._pending[get_rank()])
+        self._pending = None
+
+    def _gather(self) -> None:
+        self._gathered = all_gather_object(_capture_random_state())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for hook in self._checkpoint_hooks:
+            if not hook.by_epoch and (
+                hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                or (hook.save_last and hook.is_last_train_iter(runner))
+            ):
+                self._gather()
+                return
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather()  # one small collective per epoch
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint["random_states"] = all_gather_object(_capture_random_state())
+        if self._gathered is not None:
+            checkpoint["random_states"] = self._gathered
+        elif get_world_size() == 1:
+            checkpoint["random_states"] = [_capture_random_state()]
+        else:
+            runner.logger.warning("random states were not gathered for this checkpoint; "
+                                  "resuming from it will not be bit-exact")
+        self._gathered = None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         states = checkpoint.get("random_states")
@@ -134,9 +167,3 @@ class RandomStateHook(Hook):
             )
         else:
             self._pending = states
-
-    def before_train(self, runner) -> None:
-        # Only a resumed run continues a stream; ``load_from`` (weights only) starts at iteration 0.
-        if self._pending is not None and runner.iter > 0:
-            _restore_random_state(self._pending[get_rank()])
-        self._pending = None

@@ -3,6 +3,7 @@
 CPU-only distributed runs."""
 
 import os
+import os.path as osp
 
 import torch
 import torch.distributed as dist
@@ -76,3 +77,36 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
+
+
+def prepare_config(
+    config: str,
+    work_dir: str | None = None,
+    resume: str | bool = "auto",
+    amp: str | None = None,
+    cfg_options: dict | None = None,
+    launcher: str = "none",
+) -> tuple[Config, str]:
+    """Everything ``tools/train.py`` does before building the Runner.
+
+    ``resume``: "auto" (the config's choice, by default the work dir's latest
+    checkpoint), False (start over) or a checkpoint path. Returns the config and
+    the learning-rate line for the log.
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f"config file not found: {config}")
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(cfg_options or {})
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join(
+        "work_dirs", osp.splitext(osp.basename(config))[0]
+    )
+    if resume is False:
+        cfg.resume = False
+    elif resume != "auto":
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
+        cfg.resume, cfg.load_from = True, resume
+    apply_amp(cfg, amp)
+    prepare_cpu_distributed(cfg, launcher)
+    return cfg, apply_lr_scaling(cfg, world_size_from_env(launcher))

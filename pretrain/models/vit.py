@@ -57,7 +57,8 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(
             torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=pos_embed == "learned"
         )
-        drop_path = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth decay rule
+        # stochastic depth grows linearly with depth (the ViT/MAE rule)
+        drop_path = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=norm_layer)
@@ -79,7 +80,8 @@ class VisionTransformer(nn.Module):
         # on the patch projection seen as a linear layer.
         with torch.no_grad():
             if pos_embed == "sincos":
-                self.pos_embed.copy_(sincos_2d(self.embed_dim, *self.grid_size, cls_token=True)[None])
+                table = sincos_2d(self.embed_dim, *self.grid_size, cls_token=True)
+                self.pos_embed.copy_(table[None].to(self.pos_embed.device))
             else:
                 nn.init.trunc_normal_(self.pos_embed, std=0.02)
             proj = self.patch_embed.proj.weight

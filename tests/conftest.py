@@ -1,0 +1,64 @@
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "pretrain/configs/sdae_vit-tiny-p16_1xb32-10e_synthetic.py"
+MAE_TINY_CONFIG = REPO / "pretrain/configs/mae_vit-tiny-p16_1xb32-10e_synthetic.py"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def synthetic_imagenet(tmp_path_factory) -> Path:
+    """The generator's default set: 8 classes x 40 train / 10 val images, 112 px."""
+    from pretrain.data.synthetic import write_imagenet_like
+
+    root = tmp_path_factory.mktemp("synthetic_imagenet")
+    write_imagenet_like(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_imagenet(tmp_path_factory) -> Path:
+    """48 training images: 3 iterations of 16 per epoch, for fast Runner tests."""
+    from pretrain.data.synthetic import write_imagenet_like
+
+    root = tmp_path_factory.mktemp("small_imagenet")
+    write_imagenet_like(root, num_classes=4, train_per_class=12, val_per_class=2, image_size=112, seed=1)
+    return root
+
+
+def tiny_options(data_root: Path, **extra) -> dict:
+    """cfg-options that keep Runner tests small and single-process."""
+    options = {
+        "train_dataloader.dataset.data_root": str(data_root),
+        "train_dataloader.batch_size": 16,
+        "train_dataloader.num_workers": 0,
+        "default_hooks.logger.interval": 1,
+        "visualizer.vis_backends": [dict(type="LocalVisBackend")],
+    }
+    options.update(extra)
+    return options
+
+
+def build_runner(config: Path, work_dir: Path, options: dict, resume="auto"):
+    """The Runner exactly as tools/train.py builds it."""
+    from mmengine.runner import Runner
+
+    from pretrain.engine.runtime import prepare_config
+
+    cfg, _ = prepare_config(str(config), str(work_dir), resume, None, copy.deepcopy(options), "none")
+    return Runner.from_cfg(cfg)
+
+
+def run_tool(*args: str, timeout: int = 600, **kwargs):
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
