@@ -60,5 +60,6 @@ def run_tool(*args: str, timeout: int = 600, **kwargs):
     import subprocess
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )

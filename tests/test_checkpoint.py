@@ -37,8 +37,7 @@ def test_crash_during_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
 def test_message_hub_round_trip_under_weights_only(tmp_path):
     buffer = HistoryBuffer([0.5, 0.25, 0.125], [1, 1, 2], max_length=100)
-    checkpoint = {"message_hub": {"log_scalars": {"train/loss": buffer},
-                                  "runtime_info": {"eta": np.float64(3.5)}}}
+    checkpoint = {"message_hub": {"log_scalars": {"train/loss": buffer}, "runtime_info": {"eta": np.float64(3.5)}}}
     hook = WeightsOnlyCheckpointHook()
     hook.before_save_checkpoint(None, checkpoint)
     torch.save(checkpoint, tmp_path / "c.pth")

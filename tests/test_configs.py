@@ -16,10 +16,12 @@ def load(name: str) -> Config:
 
 @pytest.mark.parametrize(
     "name,world_size",
-    [("sdae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py", 8),
-     ("sdae_vit-base-p16_1xb96-accum8-amp-coslr-300e_in1k.py", 1),
-     ("sdae_vit-base-p16_8xb48-accum2-amp-coslr-300e_in1k.py", 8),
-     ("mae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py", 8)],
+    [
+        ("sdae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py", 8),
+        ("sdae_vit-base-p16_1xb96-accum8-amp-coslr-300e_in1k.py", 1),
+        ("sdae_vit-base-p16_8xb48-accum2-amp-coslr-300e_in1k.py", 8),
+        ("mae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py", 8),
+    ],
 )
 def test_published_batch_and_lr(name, world_size):
     cfg = load(name)
@@ -71,7 +73,9 @@ def test_100_epoch_and_mae_counterparts():
     assert mae.train_dataloader == sdae.train_dataloader
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in CONFIGS.glob("*.py")))
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
+)
 def test_every_config_builds_its_model(path):
     from mmengine.registry import MODELS
 
@@ -101,3 +105,29 @@ def test_weight_decay_follows_mae_rule():
         elif param.requires_grad:
             expected = 0.0 if (param.ndim == 1 or name.endswith(".bias")) else 0.04
             assert decay_of[id(param)] == expected, name
+
+
+def test_sdae_without_ema_hook_is_refused(tmp_path):
+    from pretrain.engine.runtime import prepare_config
+
+    tiny = str(CONFIGS / "sdae_vit-tiny-p16_1xb32-10e_synthetic.py")
+    with pytest.raises(ValueError, match="no TeacherEMAHook"):
+        prepare_config(tiny, str(tmp_path), cfg_options={"custom_hooks": []})
+    cfg, _ = prepare_config(str(CONFIGS / "mae_vit-tiny-p16_1xb32-10e_synthetic.py"), str(tmp_path))
+    assert cfg.custom_hooks == []  # the MAE baseline has no teacher and needs no hook
+
+
+def test_ablation_configs_change_only_the_teacher_input():
+    main = load("sdae_vit-base-p16_8xb96-amp-coslr-100e_in1k.py")
+    full = load("ablations/sdae_vit-base-p16_8xb96-amp-coslr-100e_in1k_full-image.py")
+    no_norm = load("ablations/sdae_vit-base-p16_8xb96-amp-coslr-100e_in1k_full-image-no-norm.py")
+    masked = load("ablations/sdae_vit-base-p16_8xb96-amp-coslr-100e_in1k_only-masked.py")
+    crop = load("ablations/sdae_vit-base-p16_8xb96-amp-coslr-100e_in1k_crop-36.py")
+    assert full.model.teacher_input == dict(kind="full_image")
+    assert (no_norm.model.teacher_input, no_norm.model.normalize_target) == (dict(kind="full_image"), False)
+    assert masked.model.teacher_input == dict(kind="masked")
+    assert crop.model.teacher_input == dict(kind="crop", num_tokens=36)
+    for cfg in (full, masked, crop):
+        rest = {k: v for k, v in cfg.model.items() if k != "teacher_input"}
+        assert rest == {k: v for k, v in main.model.items() if k != "teacher_input"}
+        assert cfg.optim_wrapper == main.optim_wrapper and cfg.param_scheduler == main.param_scheduler

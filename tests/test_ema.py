@@ -43,8 +43,9 @@ def test_ema_arithmetic():
 
 def test_update_teacher_covers_encoder_only():
     torch.manual_seed(0)
-    model = SdAE(arch="tiny", img_size=32, decoder=dict(embed_dim=32, depth=1, num_heads=2),
-                 teacher_input=dict(kind="masked"))
+    model = SdAE(
+        arch="tiny", img_size=32, decoder=dict(embed_dim=32, depth=1, num_heads=2), teacher_input=dict(kind="masked")
+    )
     teacher0 = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     student = model.student.state_dict()
     decoder0 = {k: v.clone() for k, v in model.decoder.state_dict().items()}

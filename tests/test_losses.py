@@ -25,7 +25,7 @@ def test_eq4_token_axis_cosine():
     for g in range(3):
         for d in range(6):
             p, t = pred[g, :, d].tolist(), target[g, :, d].tolist()
-            num = sum(a * b for a, b in zip(p, t))
+            num = sum(a * b for a, b in zip(p, t, strict=True))
             cosines.append(num / (math.sqrt(sum(a * a for a in p)) * math.sqrt(sum(b * b for b in t))))
     expected = 1 - sum(cosines) / len(cosines)
     assert cosine_loss(pred, target, "token").item() == pytest.approx(expected, rel=1e-6)
@@ -37,7 +37,7 @@ def test_feature_axis_cosine():
     for g in range(2):
         for i in range(5):
             p, t = pred[g, i].tolist(), target[g, i].tolist()
-            num = sum(a * b for a, b in zip(p, t))
+            num = sum(a * b for a, b in zip(p, t, strict=True))
             cosines.append(num / (math.sqrt(sum(a * a for a in p)) * math.sqrt(sum(b * b for b in t))))
     assert cosine_loss(pred, target, "feature").item() == pytest.approx(1 - sum(cosines) / 10, rel=1e-6)
 
@@ -58,7 +58,7 @@ def test_mae_pixel_loss_against_explicit_patches():
     patches = patchify(imgs, p)
     # patch k = (row, col) row-major, pixels ordered (y, x, channel)
     for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        block = imgs[1, :, r * p:(r + 1) * p, c * p:(c + 1) * p].permute(1, 2, 0).reshape(-1)
+        block = imgs[1, :, r * p : (r + 1) * p, c * p : (c + 1) * p].permute(1, 2, 0).reshape(-1)
         assert torch.equal(patches[1, k], block)
     pred = torch.randn(2, 4, p * p * 3, dtype=torch.float64)
     mask = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 1]])

@@ -13,8 +13,7 @@ def mae_reference(embed_dim: int, grid: int) -> np.ndarray:
     rows = []
     for r in range(grid):
         for c in range(grid):
-            rows.append(np.concatenate([np.sin(c * omega), np.cos(c * omega),
-                                        np.sin(r * omega), np.cos(r * omega)]))
+            rows.append(np.concatenate([np.sin(c * omega), np.cos(c * omega), np.sin(r * omega), np.cos(r * omega)]))
     return np.stack(rows)
 
 

@@ -11,8 +11,15 @@ from pretrain.models import TeacherInput, build_vit, random_patch_mask, teacher_
 def teacher_and_reference():
     torch.manual_seed(0)
     teacher = build_vit("tiny", img_size=96, depth=2, pos_embed="learned").eval()
-    ref = TimmViT(img_size=96, patch_size=16, embed_dim=192, depth=2, num_heads=3, num_classes=0,
-                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    ref = TimmViT(
+        img_size=96,
+        patch_size=16,
+        embed_dim=192,
+        depth=2,
+        num_heads=3,
+        num_classes=0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    ).eval()
     ref.load_state_dict(teacher.state_dict())
     return teacher, ref
 
@@ -49,7 +56,7 @@ def test_folds_see_only_their_own_tokens(teacher_and_reference):
     patch = int(ids[0, 0, 0])
     row, col = divmod(patch, 6)
     edited = imgs.clone()
-    edited[..., row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] += 5.0
+    edited[..., row * 16 : (row + 1) * 16, col * 16 : (col + 1) * 16] += 5.0
     after, _ = teacher_targets(teacher, edited, mask, feeding)
     assert not torch.allclose(before[0, 0], after[0, 0])
     torch.testing.assert_close(before[0, 1:], after[0, 1:])
@@ -70,19 +77,23 @@ def test_full_image_and_masked_and_crop(teacher_and_reference):
         assert crop.shape == (2, 1, 5, 192)
         assert torch.equal(crop_ids[:, 0], mask.masked_ids[:, :5])
         for b in range(2):
-            torch.testing.assert_close(masked[b, 0], reference_sequence(ref, imgs[b], mask.masked_ids[b]),
-                                       rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(crop[b, 0], reference_sequence(ref, imgs[b], crop_ids[b, 0]),
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                masked[b, 0], reference_sequence(ref, imgs[b], mask.masked_ids[b]), rtol=1e-4, atol=1e-5
+            )
+            torch.testing.assert_close(
+                crop[b, 0], reference_sequence(ref, imgs[b], crop_ids[b, 0]), rtol=1e-4, atol=1e-5
+            )
 
 
 @pytest.mark.parametrize(
     "spec,match",
-    [(dict(kind="multi_fold", num_folds=1), "num_folds >= 2"),
-     (dict(kind="crop"), "needs num_tokens"),
-     (dict(kind="full_image", num_tokens=3), "takes neither"),
-     (dict(kind="everything"), "must be one of"),
-     (dict(kind="multi_fold", folds=3), "bad teacher_input")],
+    [
+        (dict(kind="multi_fold", num_folds=1), "num_folds >= 2"),
+        (dict(kind="crop"), "needs num_tokens"),
+        (dict(kind="full_image", num_tokens=3), "takes neither"),
+        (dict(kind="everything"), "must be one of"),
+        (dict(kind="multi_fold", folds=3), "bad teacher_input"),
+    ],
 )
 def test_bad_feeding_configs_are_explained(spec, match):
     with pytest.raises(ValueError, match=match):

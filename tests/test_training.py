@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import MAE_TINY_CONFIG, REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from conftest import MAE_TINY_CONFIG, REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 from pretrain.engine import NonFiniteLossError, SdAEPretrainer
 
 
@@ -69,12 +69,15 @@ def test_per_epoch_ema_runs_once_per_epoch(tmp_path, small_imagenet, monkeypatch
 
 def test_per_iteration_ema_follows_optimizer_steps(tmp_path, small_imagenet, monkeypatch):
     calls = CountingEMA(monkeypatch)
-    options = tiny_options(small_imagenet, **{
-        "train_cfg.max_epochs": 2,
-        "train_dataloader.batch_size": 8,  # 6 iterations per epoch
-        "optim_wrapper.accumulative_counts": 2,
-        "custom_hooks": [dict(type="TeacherEMAHook", interval="iter", momentum=0.999, final_momentum=0.9999)],
-    })
+    options = tiny_options(
+        small_imagenet,
+        **{
+            "train_cfg.max_epochs": 2,
+            "train_dataloader.batch_size": 8,  # 6 iterations per epoch
+            "optim_wrapper.accumulative_counts": 2,
+            "custom_hooks": [dict(type="TeacherEMAHook", interval="iter", momentum=0.999, final_momentum=0.9999)],
+        },
+    )
     build_runner(TINY_CONFIG, tmp_path, options).train()
     assert len(calls.momenta) == 6  # 12 iterations / 2 accumulated
     assert calls.momenta[:3] == [0.999] * 3
@@ -131,11 +134,16 @@ class PoisonAtIteration(Hook):
 
 
 def test_non_finite_loss_stops_before_the_step_and_the_ema(tmp_path, small_imagenet):
-    options = tiny_options(small_imagenet, **{
-        "train_cfg.max_epochs": 3,
-        "custom_hooks": [dict(type="TeacherEMAHook", interval="iter", momentum=0.9, final_momentum=0.9),
-                         dict(type="PoisonAtIteration", at=4)],
-    })
+    options = tiny_options(
+        small_imagenet,
+        **{
+            "train_cfg.max_epochs": 3,
+            "custom_hooks": [
+                dict(type="TeacherEMAHook", interval="iter", momentum=0.9, final_momentum=0.9),
+                dict(type="PoisonAtIteration", at=4),
+            ],
+        },
+    )
     runner = build_runner(TINY_CONFIG, tmp_path, options)
     with pytest.raises(NonFiniteLossError, match="at iteration 4 "):
         runner.train()
@@ -158,8 +166,10 @@ def test_unreadable_image_stops_training_with_its_name(tmp_path, small_imagenet)
     shutil.copytree(small_imagenet, data)
     bad = sorted((data / "train").rglob("*.JPEG"))[5]
     bad.write_bytes(b"\x00" * 64)
-    options = tiny_options(data, **{"train_cfg.max_epochs": 1, "train_dataloader.num_workers": 2,
-                                    "train_dataloader.persistent_workers": False})
+    options = tiny_options(
+        data,
+        **{"train_cfg.max_epochs": 1, "train_dataloader.num_workers": 2, "train_dataloader.persistent_workers": False},
+    )
     with pytest.raises(Exception, match=bad.name):
         build_runner(TINY_CONFIG, tmp_path / "work", options).train()
 
@@ -167,10 +177,23 @@ def test_unreadable_image_stops_training_with_its_name(tmp_path, small_imagenet)
 @pytest.mark.slow
 def test_two_process_cpu_ddp(tmp_path, small_imagenet):
     result = run_tool(
-        "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-        "tools/train.py", str(TINY_CONFIG), "--launcher", "pytorch", "--work-dir", str(tmp_path),
-        "--cfg-options", f"train_dataloader.dataset.data_root={small_imagenet}",
-        "train_dataloader.batch_size=8", "train_dataloader.num_workers=0", "train_cfg.max_epochs=2",
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        "tools/train.py",
+        str(TINY_CONFIG),
+        "--launcher",
+        "pytorch",
+        "--work-dir",
+        str(tmp_path),
+        "--cfg-options",
+        f"train_dataloader.dataset.data_root={small_imagenet}",
+        "train_dataloader.batch_size=8",
+        "train_dataloader.num_workers=0",
+        "train_cfg.max_epochs=2",
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -181,8 +204,12 @@ def test_two_process_cpu_ddp(tmp_path, small_imagenet):
 
 
 def test_cpu_refuses_amp_with_a_clear_message(tmp_path):
-    result = run_tool("tools/train.py", str(REPO / "pretrain/configs/sdae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py"),
-                      "--work-dir", str(tmp_path))
+    result = run_tool(
+        "tools/train.py",
+        str(REPO / "pretrain/configs/sdae_vit-base-p16_8xb96-amp-coslr-300e_in1k.py"),
+        "--work-dir",
+        str(tmp_path),
+    )
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: AMP is allowed")
     assert result.returncode != 0 and "--amp none" in result.stderr

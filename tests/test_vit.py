@@ -12,8 +12,15 @@ def test_features_match_timm_vit():
     """Same weights in timm's own ViT give the same tokens: our encoder is a timm ViT."""
     torch.manual_seed(0)
     ours = build_vit("tiny", img_size=64, depth=3).eval()
-    ref = TimmViT(img_size=64, patch_size=16, embed_dim=192, depth=3, num_heads=3, num_classes=0,
-                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    ref = TimmViT(
+        img_size=64,
+        patch_size=16,
+        embed_dim=192,
+        depth=3,
+        num_heads=3,
+        num_classes=0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    ).eval()
     missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=True)
     assert not missing and not unexpected
     x = torch.randn(2, 3, 64, 64)
@@ -23,9 +30,13 @@ def test_features_match_timm_vit():
 
 @pytest.mark.parametrize(
     "arch,timm_name",
-    [("tiny", "vit_tiny_patch16_224"), ("small", "vit_small_patch16_224"),
-     ("base", "vit_base_patch16_224"), ("large", "vit_large_patch16_224"),
-     ("huge", "vit_huge_patch14_224")],
+    [
+        ("tiny", "vit_tiny_patch16_224"),
+        ("small", "vit_small_patch16_224"),
+        ("base", "vit_base_patch16_224"),
+        ("large", "vit_large_patch16_224"),
+        ("huge", "vit_huge_patch14_224"),
+    ],
 )
 def test_sizes_match_timm(arch, timm_name):
     with torch.device("meta"):

@@ -1,6 +1,6 @@
 """Write small synthetic datasets in the official layouts (deterministic from --seed).
 
-    python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8] ...
+python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8] ...
 """
 
 import argparse
@@ -22,8 +22,9 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.time()
-    counts = write_imagenet_like(args.out, args.classes, args.train_per_class, args.val_per_class,
-                                 args.image_size, args.seed)
+    counts = write_imagenet_like(
+        args.out, args.classes, args.train_per_class, args.val_per_class, args.image_size, args.seed
+    )
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")
 
 

@@ -22,14 +22,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("config", help="mmengine config file")
     parser.add_argument("--work-dir", help="logs and checkpoints (default: work_dirs/<config name>)")
     resume = parser.add_mutually_exclusive_group()
-    resume.add_argument("--resume", nargs="?", const="auto", default="auto", metavar="CHECKPOINT",
-                        help="resume from CHECKPOINT (default: the work dir's latest checkpoint, if any)")
-    resume.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start from scratch even if the work dir holds checkpoints")
-    parser.add_argument("--amp", choices=["bf16", "fp16", "none"],
-                        help="override the config's precision (bf16/fp16 autocast need a GPU)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config entries, e.g. train_dataloader.dataset.data_root=/data/in1k")
+    resume.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default="auto",
+        metavar="CHECKPOINT",
+        help="resume from CHECKPOINT (default: the work dir's latest checkpoint, if any)",
+    )
+    resume.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start from scratch even if the work dir holds checkpoints",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=["bf16", "fp16", "none"],
+        help="override the config's precision (bf16/fp16 autocast need a GPU)",
+    )
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=DictAction,
+        default={},
+        help="override config entries, e.g. train_dataloader.dataset.data_root=/data/in1k",
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     return parser.parse_args()
 
@@ -37,8 +55,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     try:
-        cfg, lr_line = prepare_config(args.config, args.work_dir, args.resume, args.amp,
-                                      args.cfg_options, args.launcher)
+        cfg, lr_line = prepare_config(
+            args.config, args.work_dir, args.resume, args.amp, args.cfg_options, args.launcher
+        )
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     runner = Runner.from_cfg(cfg)

@@ -42,8 +42,9 @@ class TeacherEMAHook(Hook):
     ) -> None:
         if interval not in ("epoch", "iter"):
             raise ValueError(f"TeacherEMAHook interval must be 'epoch' or 'iter', got {interval!r}")
-        for name, value in dict(momentum=momentum, final_momentum=final_momentum,
-                                warmup_momentum=warmup_momentum).items():
+        for name, value in dict(
+            momentum=momentum, final_momentum=final_momentum, warmup_momentum=warmup_momentum
+        ).items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"TeacherEMAHook {name} must be in [0, 1], got {value}")
         self.interval = interval
@@ -85,8 +86,13 @@ def _capture_random_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = dict(
         python=random.getstate(),
-        numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=pos,
-                   has_gauss=has_gauss, cached_gaussian=cached),
+        numpy=dict(
+            kind=kind,
+            keys=torch.from_numpy(keys.astype(np.int64)),
+            pos=pos,
+            has_gauss=has_gauss,
+            cached_gaussian=cached,
+        ),
         torch=torch.get_rng_state(),
     )
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -97,8 +103,9 @@ def _capture_random_state() -> dict:
 def _restore_random_state(state: dict) -> None:
     random.setstate(state["python"])
     npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached_gaussian"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -152,8 +159,9 @@ class RandomStateHook(Hook):
         elif get_world_size() == 1:
             checkpoint["random_states"] = [_capture_random_state()]
         else:
-            runner.logger.warning("random states were not gathered for this checkpoint; "
-                                  "resuming from it will not be bit-exact")
+            runner.logger.warning(
+                "random states were not gathered for this checkpoint; resuming from it will not be bit-exact"
+            )
         self._gathered = None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -29,7 +29,9 @@ class SdAEPretrainer(BaseModel):
 
     def __init__(self, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **sdae):
         if data_preprocessor is None:
-            data_preprocessor = dict(type="ImgDataPreprocessor", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            data_preprocessor = dict(
+                type="ImgDataPreprocessor", mean=IMAGENET_MEAN, std=IMAGENET_STD, non_blocking=True
+            )
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.sdae = SdAE(**sdae)
 

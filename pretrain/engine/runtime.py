@@ -67,6 +67,20 @@ def apply_amp(cfg: Config, amp: str | None) -> None:
         )
 
 
+def check_teacher_updates(cfg: Config) -> None:
+    """An SdAE model without a TeacherEMAHook would distil from a teacher that
+    never changes; refuse that configuration instead of training it silently."""
+    model = cfg.get("model", {})
+    if model.get("type") != "SdAEPretrainer" or model.get("target", "teacher") != "teacher":
+        return
+    if not any(hook.get("type") == "TeacherEMAHook" for hook in cfg.get("custom_hooks", [])):
+        raise ValueError(
+            "this SdAE config has a teacher but no TeacherEMAHook in custom_hooks, so the teacher "
+            "would never be updated; add dict(type='TeacherEMAHook', ...) (momentum=1.0 keeps it "
+            "frozen on purpose)"
+        )
+
+
 def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
     """mmengine's launchers assume one GPU per process. Without GPUs, join the
     torchrun process group over gloo here and wrap the model without device ids."""
@@ -98,15 +112,14 @@ def prepare_config(
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options or {})
     cfg.launcher = launcher
-    cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join(
-        "work_dirs", osp.splitext(osp.basename(config))[0]
-    )
+    cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join("work_dirs", osp.splitext(osp.basename(config))[0])
     if resume is False:
         cfg.resume = False
     elif resume != "auto":
         if not osp.isfile(resume):
             raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
         cfg.resume, cfg.load_from = True, resume
+    check_teacher_updates(cfg)
     apply_amp(cfg, amp)
     prepare_cpu_distributed(cfg, launcher)
     return cfg, apply_lr_scaling(cfg, world_size_from_env(launcher))

@@ -31,13 +31,10 @@ class MaskedDecoder(nn.Module):
         num_patches = grid_size[0] * grid_size[1]
         self.embed = nn.Linear(encoder_dim, embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(
-            sincos_2d(embed_dim, *grid_size, cls_token=True)[None], requires_grad=False
-        )
+        self.pos_embed = nn.Parameter(sincos_2d(embed_dim, *grid_size, cls_token=True)[None], requires_grad=False)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
-            for _ in range(depth)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer) for _ in range(depth)
         )
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, out_dim)

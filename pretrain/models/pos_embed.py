@@ -23,9 +23,7 @@ def sincos_2d(embed_dim: int, grid_h: int, grid_w: int, cls_token: bool = False)
     if embed_dim % 4:
         raise ValueError(f"2-D sin-cos embedding needs a width divisible by 4, got {embed_dim}")
     rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
-    emb = torch.cat(
-        [sincos_1d(embed_dim // 2, cols.flatten()), sincos_1d(embed_dim // 2, rows.flatten())], dim=1
-    )
+    emb = torch.cat([sincos_1d(embed_dim // 2, cols.flatten()), sincos_1d(embed_dim // 2, rows.flatten())], dim=1)
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb], dim=0)
     return emb.float()

@@ -8,8 +8,7 @@ default_hooks = dict(
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
     # Atomic writes: a crash while saving never leaves a truncated checkpoint.
-    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=3,
-                    backend_args=dict(backend="atomic_local")),
+    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=3, backend_args=dict(backend="atomic_local")),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     # Restores every rank's random state on resume (masks and crops continue exactly).
     random_state=dict(type="RandomStateHook"),

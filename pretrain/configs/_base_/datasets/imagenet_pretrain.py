@@ -8,6 +8,12 @@ train_dataloader = dict(
     drop_last=True,
     sampler=dict(type="DefaultSampler", shuffle=True),
     collate_fn=dict(type="default_collate"),
-    dataset=dict(type="PretrainImageDataset", data_root=data_root, subdir="train", img_size=224,
-                 crop_scale=(0.2, 1.0), hflip=True),
+    dataset=dict(
+        type="PretrainImageDataset",
+        data_root=data_root,
+        subdir="train",
+        img_size=224,
+        crop_scale=(0.2, 1.0),
+        hflip=True,
+    ),
 )

@@ -13,9 +13,15 @@ optim_wrapper = dict(
 max_epochs = 300
 warmup_epochs = 60
 param_scheduler = [
-    dict(type="LinearLR", start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type="CosineAnnealingLR", T_max=max_epochs - warmup_epochs, eta_min=0.0, by_epoch=True,
-         begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
+    dict(
+        type="CosineAnnealingLR",
+        T_max=max_epochs - warmup_epochs,
+        eta_min=0.0,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True,
+    ),
 ]
 train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs)
