@@ -56,6 +56,26 @@ def build_runner(config: Path, work_dir: Path, options: dict, resume="auto"):
     return Runner.from_cfg(cfg)
 
 
+def timm_vit_like(model) -> torch.nn.Module:
+    """timm's own VisionTransformer with ``model``'s weights, loaded strictly: the
+    independent reference for the project's encoder."""
+    from functools import partial
+
+    from timm.models.vision_transformer import VisionTransformer
+
+    ref = VisionTransformer(
+        img_size=model.patch_embed.img_size,
+        patch_size=model.patch_size,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=model.blocks[0].attn.num_heads,
+        num_classes=0,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    )
+    ref.load_state_dict(model.state_dict(), strict=True)
+    return ref.eval()
+
+
 def run_tool(*args: str, timeout: int = 600, **kwargs):
     import subprocess
 
@@ -63,3 +83,12 @@ def run_tool(*args: str, timeout: int = 600, **kwargs):
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_gpu)

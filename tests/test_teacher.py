@@ -1,27 +1,17 @@
-from functools import partial
-
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from pretrain.models import TeacherInput, build_vit, random_patch_mask, teacher_targets
 
+from conftest import timm_vit_like
+
 
 @pytest.fixture(scope="module")
 def teacher_and_reference():
     torch.manual_seed(0)
     teacher = build_vit("tiny", img_size=96, depth=2, pos_embed="learned").eval()
-    ref = TimmViT(
-        img_size=96,
-        patch_size=16,
-        embed_dim=192,
-        depth=2,
-        num_heads=3,
-        num_classes=0,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-    ).eval()
-    ref.load_state_dict(teacher.state_dict())
-    return teacher, ref
+    return teacher, timm_vit_like(teacher)
 
 
 def reference_sequence(ref: TimmViT, img: torch.Tensor, patch_ids: torch.Tensor) -> torch.Tensor:

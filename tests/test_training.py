@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import MAE_TINY_CONFIG, REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from pretrain.engine import NonFiniteLossError, SdAEPretrainer
+
+from conftest import MAE_TINY_CONFIG, REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 
 
 def train_losses(work_dir) -> list[float]:

@@ -1,28 +1,17 @@
-from functools import partial
-
 import pytest
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from pretrain.models import VIT_ARCHS, build_vit, vit_base_patch16, vit_huge_patch14
+
+from conftest import timm_vit_like
 
 
 def test_features_match_timm_vit():
     """Same weights in timm's own ViT give the same tokens: our encoder is a timm ViT."""
     torch.manual_seed(0)
     ours = build_vit("tiny", img_size=64, depth=3).eval()
-    ref = TimmViT(
-        img_size=64,
-        patch_size=16,
-        embed_dim=192,
-        depth=3,
-        num_heads=3,
-        num_classes=0,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-    ).eval()
-    missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=True)
-    assert not missing and not unexpected
+    ref = timm_vit_like(ours)  # strict load: identical parameter names and shapes
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref.forward_features(x), rtol=1e-5, atol=1e-5)

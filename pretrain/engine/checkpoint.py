@@ -1,7 +1,7 @@
 """Checkpoint I/O that survives crashes and torch's ``weights_only`` loading."""
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,11 @@ class AtomicLocalBackend(LocalBackend):
 
     @staticmethod
     def _atomic_write(filepath: str | Path, data: bytes) -> None:
-        folder = os.path.dirname(os.path.abspath(filepath))
+        folder, name = os.path.split(os.path.abspath(filepath))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(filepath)}.", suffix=".tmp")
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600 files.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

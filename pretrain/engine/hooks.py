@@ -8,6 +8,7 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
 
 from pretrain.models import cosine_momentum
 
@@ -64,8 +65,8 @@ class TeacherEMAHook(Hook):
                 "TeacherEMAHook is configured but the model has no teacher "
                 "(target='pixels' is the MAE baseline): remove the hook from custom_hooks"
             )
-        if runner.max_epochs is None:
-            raise ValueError("TeacherEMAHook follows a per-epoch schedule: use an epoch-based train loop")
+        if not isinstance(runner.train_loop, EpochBasedTrainLoop):
+            raise ValueError("TeacherEMAHook follows a per-epoch schedule: use an EpochBasedTrainLoop")
         self.momentum_at(0, runner.max_epochs)  # validates warmup_epochs against the run length
 
     def _update(self, runner) -> None:
