@@ -1,0 +1,15 @@
+"""Image-folder data: ImageNet layout scanning, the pretraining dataset, the
+synthetic-data generator and the dataset checker."""
+
+from .folders import IMAGE_EXTENSIONS, ImageFolderError, list_images, scan_imagenet_split
+from .pretrain_dataset import PretrainImageDataset, UnreadableImageError, load_rgb
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFolderError",
+    "PretrainImageDataset",
+    "UnreadableImageError",
+    "list_images",
+    "load_rgb",
+    "scan_imagenet_split",
+]

@@ -1,0 +1,120 @@
+"""Finding every unreadable or misplaced file of an image dataset up front."""
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .folders import IMAGE_EXTENSIONS, list_images
+from .pretrain_dataset import UnreadableImageError, load_rgb
+
+
+@dataclass
+class DatasetReport:
+    images: int = 0
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    layout: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreadable and not self.layout
+
+
+def _decode(path: Path) -> str | None:
+    try:
+        load_rgb(path)
+    except UnreadableImageError as err:
+        return str(err.__cause__ or err)
+    return None
+
+
+def find_unreadable(
+    files: list[Path], workers: int = 2, progress: Callable[[int, int], None] | None = None
+) -> list[tuple[Path, str]]:
+    """Decode every file fully; returns ``(path, reason)`` for each failure."""
+    bad = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for done, (path, reason) in enumerate(zip(files, pool.map(_decode, files, chunksize=64)), 1):
+            if reason is not None:
+                bad.append((path, reason))
+            if progress is not None:
+                progress(done, len(files))
+    return bad
+
+
+def _stray_entries(folder: Path, allowed_dirs: Iterable[str]) -> list[str]:
+    allowed = set(allowed_dirs)
+    return [
+        f"{p}: unexpected {'folder' if p.is_dir() else 'file'}"
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and p.name not in allowed
+    ]
+
+
+def check_imagenet_layout(root: Path, splits: list[str]) -> tuple[list[str], list[Path]]:
+    """Layout problems of ``root/<split>/<class>/<image>`` and the image files found.
+
+    Reported: missing splits; files directly in a split folder (no class);
+    non-image files and nested folders inside class folders; empty classes;
+    classes of a later split that the first split does not have (their labels
+    would be wrong, since indices follow the sorted class names).
+    """
+    problems, images = [], []
+    class_sets = {}
+    for split in splits:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            problems.append(f"{split_dir}: missing (expected {root}/{split}/<class>/<image>)")
+            continue
+        classes = []
+        for entry in sorted(split_dir.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                problems.append(f"{entry}: file outside any class folder")
+                continue
+            classes.append(entry.name)
+            found = 0
+            for item in sorted(entry.iterdir()):
+                if item.name.startswith("."):
+                    continue
+                if item.is_dir():
+                    problems.append(f"{item}: nested folder inside class {entry.name}")
+                elif item.suffix.lower() not in IMAGE_EXTENSIONS:
+                    problems.append(f"{item}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+                else:
+                    images.append(item)
+                    found += 1
+            if not found:
+                problems.append(f"{entry}: class folder without images")
+        if not classes:
+            problems.append(f"{split_dir}: no class folders")
+        class_sets[split] = set(classes)
+    if len(class_sets) > 1:
+        first, reference = next(iter(class_sets.items()))
+        for split, classes in class_sets.items():
+            for name in sorted(classes - reference):
+                problems.append(f"{root / split / name}: class not present in '{first}' (label mismatch)")
+    return problems, images
+
+
+def check_dataset(
+    root: str | Path,
+    layout: str = "imagenet",
+    splits: list[str] | None = None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetReport:
+    """``layout="imagenet"``: ``root/<split>/<class>/<image>``; ``"folder"``: any image tree."""
+    root = Path(root)
+    if not root.is_dir():
+        return DatasetReport(layout=[f"{root}: not a directory"])
+    if layout == "imagenet":
+        problems, images = check_imagenet_layout(root, splits or ["train", "val"])
+    elif layout == "folder":
+        images = list_images(root)
+        problems = [] if images else [f"{root}: no image files"]
+    else:
+        raise ValueError(f"layout must be 'imagenet' or 'folder', got {layout!r}")
+    return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress),
+                         layout=problems)

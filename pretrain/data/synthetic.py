@@ -1,0 +1,81 @@
+"""Small synthetic image sets in the ImageNet folder layout, deterministic from a seed.
+
+Each class is a texture family (stripes at a class-specific angle, checkerboards,
+rings, dots, blobs, ...) drawn with random frequency, phase, colours and noise,
+so that the classes are learnable but no two images are alike.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PATTERNS = ("hstripes", "vstripes", "diag", "checker", "rings", "dots", "blobs", "waves")
+
+
+def _pattern(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size, size) field in [0, 1]."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    freq = rng.uniform(3.0, 7.0)
+    phase = rng.uniform(0, 2 * np.pi)
+    if kind == "hstripes":
+        field = np.sin(2 * np.pi * freq * yy + phase)
+    elif kind == "vstripes":
+        field = np.sin(2 * np.pi * freq * xx + phase)
+    elif kind == "diag":
+        field = np.sin(2 * np.pi * freq * (xx + yy) / np.sqrt(2) + phase)
+    elif kind == "checker":
+        field = np.sin(2 * np.pi * freq * xx + phase) * np.sin(2 * np.pi * freq * yy + phase)
+    elif kind == "rings":
+        cy, cx = rng.uniform(0.3, 0.7, size=2)
+        field = np.sin(2 * np.pi * freq * np.hypot(xx - cx, yy - cy) + phase)
+    elif kind == "dots":
+        field = np.cos(2 * np.pi * freq * xx + phase) + np.cos(2 * np.pi * freq * yy + phase) - 1.0
+    elif kind == "blobs":
+        field = np.full((size, size), -1.0)
+        for _ in range(rng.integers(2, 5)):
+            cy, cx = rng.uniform(0.15, 0.85, size=2)
+            radius = rng.uniform(0.08, 0.2)
+            field[np.hypot(xx - cx, yy - cy) < radius] = 1.0
+    elif kind == "waves":
+        field = np.sin(2 * np.pi * freq * yy + 2.0 * np.sin(2 * np.pi * 2 * xx) + phase)
+    else:
+        raise ValueError(f"unknown pattern {kind!r}")
+    return (np.clip(field, -1, 1) + 1) / 2
+
+
+def synthetic_image(class_index: int, size: int, rng: np.random.Generator) -> Image.Image:
+    field = _pattern(PATTERNS[class_index % len(PATTERNS)], size, rng)[..., None]
+    fg, bg = rng.uniform(0, 255, size=(2, 3))
+    img = field * fg + (1 - field) * bg + rng.normal(0, 8, size=(size, size, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def class_names(num_classes: int) -> list[str]:
+    """WordNet-id-like folder names, as in ImageNet."""
+    return [f"n{9_000_000 + i:08d}" for i in range(num_classes)]
+
+
+def write_imagenet_like(
+    out: str | Path,
+    num_classes: int = 8,
+    train_per_class: int = 40,
+    val_per_class: int = 10,
+    image_size: int = 112,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write ``out/{train,val}/<class>/<image>.JPEG``; returns the image count per split."""
+    if not 1 <= num_classes <= len(PATTERNS):
+        raise ValueError(f"num_classes must be in 1..{len(PATTERNS)} (one texture family each)")
+    out = Path(out)
+    counts = {}
+    for split_index, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+        for class_index, name in enumerate(class_names(num_classes)):
+            folder = out / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                rng = np.random.default_rng([seed, split_index, class_index, i])
+                img = synthetic_image(class_index, image_size, rng)
+                img.save(folder / f"{name}_{split}_{i:05d}.JPEG", quality=92)
+        counts[split] = num_classes * per_class
+    return counts
