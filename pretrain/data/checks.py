@@ -34,7 +34,7 @@ def find_unreadable(
     """Decode every file fully; returns ``(path, reason)`` for each failure."""
     bad = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for done, (path, reason) in enumerate(zip(files, pool.map(_decode, files, chunksize=64)), 1):
+        for done, (path, reason) in enumerate(zip(files, pool.map(_decode, files, chunksize=64), strict=True), 1):
             if reason is not None:
                 bad.append((path, reason))
             if progress is not None:
@@ -116,5 +116,4 @@ def check_dataset(
         problems = [] if images else [f"{root}: no image files"]
     else:
         raise ValueError(f"layout must be 'imagenet' or 'folder', got {layout!r}")
-    return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress),
-                         layout=problems)
+    return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress), layout=problems)

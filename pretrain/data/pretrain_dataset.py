@@ -55,8 +55,11 @@ class PretrainImageDataset(Dataset):
         self.files = list_images(folder)
         if not self.files:
             raise ImageFolderError(f"no images found below {folder}")
-        ops = [transforms.RandomResizedCrop(img_size, scale=tuple(crop_scale),
-                                            interpolation=transforms.InterpolationMode.BICUBIC)]
+        ops = [
+            transforms.RandomResizedCrop(
+                img_size, scale=tuple(crop_scale), interpolation=transforms.InterpolationMode.BICUBIC
+            )
+        ]
         if hflip:
             ops.append(transforms.RandomHorizontalFlip())
         self.transform = transforms.Compose(ops)
