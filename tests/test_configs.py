@@ -131,3 +131,18 @@ def test_ablation_configs_change_only_the_teacher_input():
         rest = {k: v for k, v in cfg.model.items() if k != "teacher_input"}
         assert rest == {k: v for k, v in main.model.items() if k != "teacher_input"}
         assert cfg.optim_wrapper == main.optim_wrapper and cfg.param_scheduler == main.param_scheduler
+
+
+def test_precision_switches():
+    from pretrain.engine.runtime import apply_amp
+
+    cfg = load(SDAE_300.name)
+    apply_amp(cfg, "none")
+    assert cfg.optim_wrapper.type == "OptimWrapper" and "dtype" not in cfg.optim_wrapper
+    cfg = load("sdae_vit-tiny-p16_1xb32-10e_synthetic.py")
+    if torch.cuda.is_available():
+        apply_amp(cfg, "fp16")
+        assert (cfg.optim_wrapper.dtype, cfg.optim_wrapper.loss_scale) == ("float16", "dynamic")
+    else:
+        with pytest.raises(RuntimeError, match="--amp none"):
+            apply_amp(cfg, "fp16")

@@ -214,3 +214,9 @@ def test_cpu_refuses_amp_with_a_clear_message(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: AMP is allowed")
     assert result.returncode != 0 and "--amp none" in result.stderr
+
+
+def test_ema_hook_refuses_iteration_based_loops(tmp_path, small_imagenet):
+    options = tiny_options(small_imagenet, train_cfg=dict(_delete_=True, type="IterBasedTrainLoop", max_iters=2))
+    with pytest.raises(ValueError, match="EpochBasedTrainLoop"):
+        build_runner(TINY_CONFIG, tmp_path, options).train()

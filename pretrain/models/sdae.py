@@ -62,8 +62,9 @@ class SdAE(nn.Module):
         width, patch = VIT_ARCHS[arch]["embed_dim"], self.student.patch_size
         out_dim = width if target == "teacher" else patch**2 * 3
         self.decoder = MaskedDecoder(self.student.grid_size, width, out_dim, **(decoder or {}))
-        # Validate the masking once, here, rather than at the first iteration.
-        probe = random_patch_mask(1, self.student.num_patches, mask_ratio)
+        # Validate masking and teacher input here rather than at the first iteration
+        # (a private generator leaves the global random stream untouched).
+        probe = random_patch_mask(1, self.student.num_patches, mask_ratio, generator=torch.Generator())
         if target == "teacher":
             self.teacher_input = TeacherInput.build(teacher_input or {})
             self.teacher_input.target_ids(probe)
