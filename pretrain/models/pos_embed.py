@@ -1,5 +1,7 @@
 """Fixed 2-D sine-cosine position embeddings (MAE / MoCo v3 layout)."""
 
+import math
+
 import torch
 
 
@@ -27,3 +29,20 @@ def sincos_2d(embed_dim: int, grid_h: int, grid_w: int, cls_token: bool = False)
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim, dtype=emb.dtype), emb], dim=0)
     return emb.float()
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a (1, 1 + h*w, D) position embedding (class token first, square
+    source grid) to ``grid`` with bicubic interpolation, as MAE / BEiT do when
+    fine-tuning at another resolution. The class-token row is kept as is."""
+    num_patches = pos_embed.shape[1] - 1
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"position embedding of {num_patches} patches is not a square grid")
+    if (side, side) == tuple(grid):
+        return pos_embed
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    patches = patches.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    patches = torch.nn.functional.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(pos_embed.dtype)
+    return torch.cat([cls, patches], dim=1)

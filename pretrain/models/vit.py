@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 from timm.layers import PatchEmbed
+from timm.models import beit
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -26,12 +27,24 @@ VIT_ARCHS: dict[str, dict[str, int]] = {
 }
 
 
+QkvBias = Literal["qkv", "qv", "none"]
+RelPosBias = Literal["none", "shared", "per_block"]
+PosEmbed = Literal["sincos", "learned", "none"]
+
+
 class VisionTransformer(nn.Module):
-    """ViT encoder with a class token and a 2-D position embedding.
+    """ViT encoder with a class token and an optional absolute 2-D position embedding.
 
     ``pos_embed="sincos"`` gives MAE's fixed sine-cosine table (not trained);
     ``"learned"`` a trainable, randomly initialised one (the published SdAE
-    teacher is built that way and only ever changes through the EMA).
+    teacher is built that way and only ever changes through the EMA); ``"none"``
+    none at all (BEiT, which relies on relative position bias).
+
+    The BEiT / CAE variants - bias on query and value only (``qkv_bias="qv"``),
+    relative position bias shared by all blocks or per block - are built from
+    timm's BEiT blocks and use timm ``Beit`` parameter names (``attn.q_bias``,
+    ``gamma_1``, ``rel_pos_bias.*``); plain models use timm ``VisionTransformer``
+    blocks and names (layer scale: ``ls1.gamma``).
     """
 
     def __init__(
@@ -43,27 +56,68 @@ class VisionTransformer(nn.Module):
         depth: int = 12,
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
+        qkv_bias: QkvBias = "qkv",
         drop_path_rate: float = 0.0,
-        pos_embed: Literal["sincos", "learned"] = "sincos",
+        pos_embed: PosEmbed = "sincos",
+        layer_scale: float | None = None,
+        rel_pos_bias: RelPosBias = "none",
     ) -> None:
         super().__init__()
-        if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        for name, value, allowed in (
+            ("pos_embed", pos_embed, ("sincos", "learned", "none")),
+            ("qkv_bias", qkv_bias, ("qkv", "qv", "none")),
+            ("rel_pos_bias", rel_pos_bias, ("none", "shared", "per_block")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        self.beit_blocks = qkv_bias == "qv" or rel_pos_bias != "none"
+        if self.beit_blocks and qkv_bias == "qkv":
+            raise ValueError(
+                "relative position bias is built on BEiT blocks, which have no key bias: use "
+                "qkv_bias='qv' (a key bias never changes attention, so dropping it is exact)"
+            )
         self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=pos_embed == "learned"
+        self.pos_embed = (
+            None
+            if pos_embed == "none"
+            else nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=pos_embed == "learned")
         )
+        self.rel_pos_bias = beit.RelativePositionBias(self.grid_size, num_heads) if rel_pos_bias == "shared" else None
         # stochastic depth grows linearly with depth (the ViT/MAE rule)
         drop_path = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dp, norm_layer=norm_layer)
-            for dp in drop_path
-        )
+        if self.beit_blocks:
+            window = self.grid_size if rel_pos_bias == "per_block" else None
+            blocks = (
+                beit.Block(
+                    embed_dim,
+                    num_heads,
+                    qkv_bias=qkv_bias == "qv",
+                    mlp_ratio=mlp_ratio,
+                    drop_path=dp,
+                    init_values=layer_scale,
+                    window_size=window,
+                    norm_layer=norm_layer,
+                )
+                for dp in drop_path
+            )
+        else:
+            blocks = (
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias=qkv_bias == "qkv",
+                    init_values=layer_scale,
+                    drop_path=dp,
+                    norm_layer=norm_layer,
+                )
+                for dp in drop_path
+            )
+        self.blocks = nn.ModuleList(blocks)
         self.norm = norm_layer(embed_dim)
         self._init_weights(pos_embed)
 
@@ -82,7 +136,7 @@ class VisionTransformer(nn.Module):
             if pos_embed == "sincos":
                 table = sincos_2d(self.embed_dim, *self.grid_size, cls_token=True)
                 self.pos_embed.copy_(table[None].to(self.pos_embed.device))
-            else:
+            elif pos_embed == "learned":
                 nn.init.trunc_normal_(self.pos_embed, std=0.02)
             proj = self.patch_embed.proj.weight
             nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
@@ -98,15 +152,26 @@ class VisionTransformer(nn.Module):
 
     def embed_patches(self, imgs: torch.Tensor) -> torch.Tensor:
         """Patch tokens with their position embedding, (B, N, D), no class token."""
-        return self.patch_embed(imgs) + self.pos_embed[:, 1:]
+        tokens = self.patch_embed(imgs)
+        return tokens if self.pos_embed is None else tokens + self.pos_embed[:, 1:]
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run a set of patch tokens (B, L, D) with a fresh class token through
         the blocks and the final norm; returns (B, 1 + L, D), class token first."""
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        x = torch.cat([cls, tokens], dim=1)
+        cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
+        x = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        if not self.beit_blocks:
+            for block in self.blocks:
+                x = block(x)
+            return self.norm(x)
+        if tokens.shape[1] != self.num_patches and (self.rel_pos_bias is not None or self.blocks[0].attn.window_size):
+            raise ValueError(
+                f"relative position bias is defined on the full {self.grid_size} patch grid; "
+                f"got {tokens.shape[1]} of {self.num_patches} tokens"
+            )
+        shared = None if self.rel_pos_bias is None else self.rel_pos_bias()
         for block in self.blocks:
-            x = block(x)
+            x = block(x, shared_rel_pos_bias=shared)
         return self.norm(x)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
