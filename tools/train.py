@@ -1,6 +1,6 @@
 """Train from an mmengine config: one entry point for every stage of the suite.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp bf16|fp16|none]
+    python tools/train.py CONFIG [--work-dir DIR] [--backbone FILE.safetensors] [--amp bf16|fp16|none]
                           [--resume [CHECKPOINT] | --no-resume] [--cfg-options k=v ...]
 
 By default a run continues from the latest checkpoint in its work dir.
@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
         default={},
         help="override config entries, e.g. train_dataloader.dataset.data_root=/data/in1k",
     )
+    parser.add_argument(
+        "--backbone", metavar="FILE.safetensors", help="downstream stages: the canonical backbone file to start from"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     return parser.parse_args()
 
@@ -56,7 +59,7 @@ def main() -> None:
     args = parse_args()
     try:
         cfg, lr_line = prepare_config(
-            args.config, args.work_dir, args.resume, args.amp, args.cfg_options, args.launcher
+            args.config, args.work_dir, args.resume, args.amp, args.cfg_options, args.launcher, args.backbone
         )
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -1,19 +1,24 @@
-"""mmengine glue: importing this package registers the pretraining model, its
-hooks, the dataset and the atomic checkpoint backend with mmengine."""
+"""mmengine glue: importing this package registers the pretraining model, the
+hooks, optimizer constructors, dataset and atomic checkpoint backend shared by
+every stage."""
 
 from pretrain.data import PretrainImageDataset
 
 from .checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, WeightsOnlyCheckpointHook
 from .hooks import RandomStateHook, TeacherEMAHook
 from .model import NonFiniteLossError, SdAEPretrainer
-from .optim import TrainableOptimWrapperConstructor
+from .optim import LarsOptimWrapperConstructor, LayerDecayOptimWrapperConstructor, TrainableOptimWrapperConstructor
+from .results import ResultsRecordHook
 
 __all__ = [
     "ATOMIC_BACKEND",
     "AtomicLocalBackend",
+    "LarsOptimWrapperConstructor",
+    "LayerDecayOptimWrapperConstructor",
     "NonFiniteLossError",
     "PretrainImageDataset",
     "RandomStateHook",
+    "ResultsRecordHook",
     "SdAEPretrainer",
     "TeacherEMAHook",
     "TrainableOptimWrapperConstructor",

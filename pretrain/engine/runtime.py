@@ -100,17 +100,25 @@ def prepare_config(
     amp: str | None = None,
     cfg_options: dict | None = None,
     launcher: str = "none",
+    backbone: str | None = None,
 ) -> tuple[Config, str]:
     """Everything ``tools/train.py`` does before building the Runner.
 
     ``resume``: "auto" (the config's choice, by default the work dir's latest
-    checkpoint), False (start over) or a checkpoint path. Returns the config and
-    the learning-rate line for the log.
+    checkpoint), False (start over) or a checkpoint path. ``backbone``: a
+    canonical backbone file for ``model.backbone.checkpoint`` (downstream
+    stages). Returns the config and the learning-rate line for the log.
     """
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file not found: {config}")
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options or {})
+    if backbone is not None:
+        if "backbone" not in cfg.get("model", {}):
+            raise ValueError(f"{config} has no model.backbone to load {backbone} into")
+        if not osp.isfile(backbone):
+            raise FileNotFoundError(f"backbone file not found: {backbone}")
+        cfg.model.backbone.checkpoint = backbone
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get("work_dir") or osp.join("work_dirs", osp.splitext(osp.basename(config))[0])
     if resume is False:

@@ -155,15 +155,16 @@ class VisionTransformer(nn.Module):
         tokens = self.patch_embed(imgs)
         return tokens if self.pos_embed is None else tokens + self.pos_embed[:, 1:]
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, tokens: torch.Tensor, final_norm: bool = True) -> torch.Tensor:
         """Run a set of patch tokens (B, L, D) with a fresh class token through
-        the blocks and the final norm; returns (B, 1 + L, D), class token first."""
+        the blocks and (unless ``final_norm=False``, as MAE's global-pool
+        fine-tuning) the final norm; returns (B, 1 + L, D), class token first."""
         cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
         x = torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         if not self.beit_blocks:
             for block in self.blocks:
                 x = block(x)
-            return self.norm(x)
+            return self.norm(x) if final_norm else x
         if tokens.shape[1] != self.num_patches and (self.rel_pos_bias is not None or self.blocks[0].attn.window_size):
             raise ValueError(
                 f"relative position bias is defined on the full {self.grid_size} patch grid; "
@@ -172,7 +173,7 @@ class VisionTransformer(nn.Module):
         shared = None if self.rel_pos_bias is None else self.rel_pos_bias()
         for block in self.blocks:
             x = block(x, shared_rel_pos_bias=shared)
-        return self.norm(x)
+        return self.norm(x) if final_norm else x
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """Whole image: (B, 1 + N, D)."""

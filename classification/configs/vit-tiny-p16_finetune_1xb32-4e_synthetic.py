@@ -1,0 +1,48 @@
+# Fine-tuning on the generated ImageNet-layout data (tools/generate_datasets.py
+# imagenet): the same pipeline as the ViT-B recipe, tiny scale, CPU, fp32.
+_base_ = [
+    "_base_/models/vit-base-p16_finetune.py",
+    "_base_/datasets/imagenet_finetune.py",
+    "_base_/schedules/finetune_adamw_ld0.65_100e.py",
+    "_base_/default_runtime.py",
+]
+num_classes = 8
+data_root = "data/synthetic_imagenet"
+model = dict(
+    num_classes=num_classes,
+    backbone=dict(img_size=96),
+    data_preprocessor=dict(num_classes=num_classes),
+)
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=False,
+    pin_memory=False,
+    dataset=dict(data_root=data_root, img_size=96),
+)
+val_dataloader = dict(
+    batch_size=40,
+    num_workers=2,
+    persistent_workers=False,
+    pin_memory=False,
+    dataset=dict(data_root=data_root, img_size=96),
+)
+test_dataloader = val_dataloader
+lr_scaling = dict(base_lr=1e-3, base_batch_size=256)
+optim_wrapper = dict(optimizer=dict(lr=1e-3 * 32 / 256))
+max_epochs = 4
+warmup_epochs = 1
+param_scheduler = [
+    dict(type="LinearLR", start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
+    dict(
+        type="CosineAnnealingLR",
+        T_max=max_epochs - warmup_epochs,
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True,
+    ),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+default_hooks = dict(logger=dict(interval=5))

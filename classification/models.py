@@ -1,0 +1,119 @@
+"""ViT classifiers on canonical backbones: MAE fine-tuning and linear probing."""
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseDataPreprocessor, BaseModel
+from mmengine.registry import MODELS
+from timm.data import Mixup
+from torch import nn
+
+from pretrain.checkpoints import BackboneArch, load_backbone_into, read_backbone
+
+
+def build_backbone(checkpoint: str | None, img_size: int, drop_path_rate: float = 0.0, arch: dict | None = None):
+    """An encoder loaded strictly from a canonical file, or randomly initialised
+    from ``arch`` (the random-init control). Returns (encoder, metadata)."""
+    if checkpoint:
+        arch_obj = read_backbone(checkpoint).arch
+        encoder = arch_obj.build(img_size=img_size, drop_path_rate=drop_path_rate)
+        return encoder, load_backbone_into(encoder, checkpoint).metadata | {"file": str(checkpoint)}
+    if arch is None:
+        raise ValueError(
+            "no backbone: set model.backbone.checkpoint to a canonical .safetensors file "
+            "(tools/train.py --backbone FILE), or model.backbone.arch for a random-init control"
+        )
+    arch_obj = BackboneArch(**{**arch, "grid": tuple(arch.get("grid", (14, 14)))})
+    return arch_obj.build(img_size=img_size, drop_path_rate=drop_path_rate), {"random_init": True}
+
+
+@MODELS.register_module()
+class MixupDataPreprocessor(BaseDataPreprocessor):
+    """Moves the batch to the device and, in training, applies timm's Mixup/CutMix
+    with label smoothing (targets become soft). ``mixup=None`` disables it."""
+
+    def __init__(self, num_classes: int, mixup: dict | None = None, non_blocking: bool = True) -> None:
+        super().__init__(non_blocking=non_blocking)
+        self.mixup = Mixup(num_classes=num_classes, **mixup) if mixup else None
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        if training and self.mixup is not None:
+            data["inputs"], data["data_samples"] = self.mixup(data["inputs"], data["data_samples"])
+        return data
+
+
+@MODELS.register_module()
+class ViTClassifier(BaseModel):
+    """``head="finetune"``: MAE fine-tuning - average of the patch tokens (no final
+    encoder norm), LayerNorm, linear head (init std 2e-5), whole network trained.
+    ``head="linear"``: MAE linear probing - class token after the final norm,
+    BatchNorm1d without affine, linear head (init std 0.01); the encoder is frozen
+    and kept in eval mode.
+
+    ``backbone``: ``checkpoint`` (canonical file), ``img_size``, ``drop_path_rate``,
+    or ``arch`` instead of ``checkpoint`` for a randomly initialised encoder.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: dict,
+        head: str = "finetune",
+        label_smoothing: float = 0.0,
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        if head not in ("finetune", "linear"):
+            raise ValueError(f"head must be 'finetune' or 'linear', got {head!r}")
+        if data_preprocessor is None:
+            data_preprocessor = dict(type="MixupDataPreprocessor", num_classes=num_classes)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        backbone = dict(backbone)
+        self.backbone, self.backbone_meta = build_backbone(
+            backbone.pop("checkpoint", None),
+            backbone.pop("img_size", 224),
+            backbone.pop("drop_path_rate", 0.0),
+            backbone.pop("arch", None),
+        )
+        if backbone:
+            raise ValueError(f"unknown model.backbone keys: {sorted(backbone)}")
+        width = self.backbone.embed_dim
+        self.head_type = head
+        self.label_smoothing = label_smoothing
+        if head == "finetune":
+            self.fc_norm = nn.LayerNorm(width, eps=1e-6)
+            self.head = nn.Linear(width, num_classes)
+            nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        else:
+            self.fc_norm = None
+            self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, num_classes))
+            nn.init.trunc_normal_(self.head[1].weight, std=0.01)
+            self.backbone.requires_grad_(False)
+        nn.init.zeros_(self.head.bias if head == "finetune" else self.head[1].bias)
+
+    def train(self, mode: bool = True) -> "ViTClassifier":
+        super().train(mode)
+        if self.head_type == "linear":
+            self.backbone.eval()  # frozen features, as in MAE's linear probing
+        return self
+
+    def features(self, imgs: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone.embed_patches(imgs)
+        if self.head_type == "finetune":
+            return self.fc_norm(self.backbone.forward_tokens(tokens, final_norm=False)[:, 1:].mean(dim=1))
+        with torch.no_grad():
+            return self.backbone.forward_tokens(tokens)[:, 0]
+
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "tensor"):
+        logits = self.head(self.features(inputs))
+        if mode == "tensor":
+            return logits
+        if mode == "loss":
+            if data_samples.dim() == 2:  # soft targets from Mixup/CutMix
+                loss = torch.sum(-data_samples * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), data_samples, label_smoothing=self.label_smoothing)
+            return {"loss": loss}
+        if mode == "predict":
+            return [dict(scores=s, label=y) for s, y in zip(logits.float(), data_samples, strict=True)]
+        raise ValueError(f"unknown mode {mode!r}")

@@ -1,0 +1,88 @@
+"""One JSON record per evaluated run: metrics with the provenance needed to
+trust and re-run them."""
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+LIBRARIES = ("torch", "torchvision", "timm", "mmengine", "mmcv", "mmseg", "mmdet", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "unknown")
+    return versions
+
+
+def git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True).stdout
+    return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+
+
+def hardware() -> dict:
+    if torch.cuda.is_available():
+        return {"device": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count()}
+    return {"device": platform.processor() or platform.machine(), "gpus": 0}
+
+
+@HOOKS.register_module()
+class ResultsRecordHook(Hook):
+    """After each validation / test, writes ``work_dir/result.json``: task,
+    metrics, epoch and iteration, backbone (file, weights sha256, source), the
+    resolved config, git commit, library versions, hardware, wall time and the
+    command line. The file always holds the run's latest evaluation."""
+
+    priority = "LOW"
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.start = time.time()
+
+    def before_run(self, runner) -> None:
+        self.start = time.time()
+
+    def _write(self, runner, split: str, metrics: dict | None) -> None:
+        if runner.rank != 0 or not metrics:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        record = {
+            "task": self.task,
+            "split": split,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "epoch": runner.epoch,
+            "iter": runner.iter,
+            "backbone": getattr(model, "backbone_meta", None),
+            "config_file": runner.cfg.filename,
+            "config": runner.cfg.pretty_text,
+            "git_commit": git_commit(Path(__file__).resolve().parents[2]),
+            "versions": library_versions(),
+            "hardware": hardware(),
+            "world_size": runner.world_size,
+            "wall_time_s": round(time.time() - self.start, 1),
+            "command": " ".join(sys.argv),
+        }
+        path = Path(runner.work_dir) / "result.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        self._write(runner, "val", metrics)
+
+    def after_test_epoch(self, runner, metrics: dict | None = None) -> None:
+        self._write(runner, "test", metrics)

@@ -1,0 +1,50 @@
+"""Evaluate a trained checkpoint with its config's test loop (any stage).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--backbone FILE] [--cfg-options k=v ...]
+
+Writes the metrics to WORK_DIR/result.json with their provenance.
+"""
+
+import argparse
+import os.path as osp
+
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+
+from pretrain.engine.runtime import prepare_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py for this config")
+    parser.add_argument("--work-dir", help="where the log and result.json go (default: work_dirs/<config>/test)")
+    parser.add_argument(
+        "--backbone",
+        metavar="FILE.safetensors",
+        help="canonical backbone the model is built from (its weights are then replaced)",
+    )
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    args = parser.parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f"error: checkpoint not found: {args.checkpoint}")
+    work_dir = args.work_dir or osp.join("work_dirs", osp.splitext(osp.basename(args.config))[0], "test")
+    try:
+        cfg, _ = prepare_config(
+            args.config,
+            work_dir,
+            False,
+            "none" if args.launcher == "none" else None,
+            args.cfg_options,
+            args.launcher,
+            args.backbone,
+        )
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    cfg.load_from = args.checkpoint
+    Runner.from_cfg(cfg).test()
+
+
+if __name__ == "__main__":
+    main()
