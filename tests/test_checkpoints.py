@@ -83,7 +83,12 @@ def encoder_matches(conversion, reference: torch.nn.Module, tmp_path) -> None:
     load_backbone_into(ours, path)
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), reference.forward_features(x), rtol=1e-4, atol=1e-5)
+        expected = reference.forward_features(x)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-5)
+        # the canonical keys are timm's: the file itself loads into the timm model
+        missing, unexpected = reference.load_state_dict(backbone.state_dict, strict=False)
+        assert not unexpected and all(k.startswith("head.") for k in missing)
+        torch.testing.assert_close(reference.forward_features(x), expected)
 
 
 def encoder_state(model: torch.nn.Module, drop=("head.",)) -> dict:
