@@ -217,6 +217,7 @@ def test_short_run_writes_top1_record(config, source, project_and_mae_backbones,
     assert tested.returncode == 0, tested.stderr[-3000:]
     test_record = json.loads((tmp_path / "test/result.json").read_text())
     assert test_record["split"] == "test" and test_record["metrics"] == record["metrics"]
+    assert test_record["checkpoint"] == str(checkpoint)
 
 
 def test_missing_backbone_is_explained():

@@ -43,7 +43,7 @@ def hardware() -> dict:
 @HOOKS.register_module()
 class ResultsRecordHook(Hook):
     """After each validation / test, writes ``work_dir/result.json``: task,
-    metrics, epoch and iteration, backbone (file, weights sha256, source), the
+    metrics, epoch and iteration (validation) or the checkpoint (test), backbone (file, weights sha256, source), the
     resolved config, git commit, library versions, hardware, wall time and the
     command line. The file always holds the run's latest evaluation."""
 
@@ -64,8 +64,6 @@ class ResultsRecordHook(Hook):
             "task": self.task,
             "split": split,
             "metrics": {k: float(v) for k, v in metrics.items()},
-            "epoch": runner.epoch,
-            "iter": runner.iter,
             "backbone": getattr(model, "backbone_meta", None),
             "config_file": runner.cfg.filename,
             "config": runner.cfg.pretty_text,
@@ -76,6 +74,10 @@ class ResultsRecordHook(Hook):
             "wall_time_s": round(time.time() - self.start, 1),
             "command": " ".join(sys.argv),
         }
+        if split == "val":  # during training
+            record.update(epoch=runner.epoch, iter=runner.iter)
+        else:  # a test run evaluates a saved checkpoint; touching runner.epoch would build the train loop
+            record["checkpoint"] = runner.cfg.get("load_from")
         path = Path(runner.work_dir) / "result.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
