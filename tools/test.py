@@ -8,6 +8,7 @@ Writes the metrics to WORK_DIR/result.json with their provenance.
 import argparse
 import os.path as osp
 
+import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
@@ -31,15 +32,10 @@ def main() -> None:
         raise SystemExit(f"error: checkpoint not found: {args.checkpoint}")
     work_dir = args.work_dir or osp.join("work_dirs", osp.splitext(osp.basename(args.config))[0], "test")
     try:
-        cfg, _ = prepare_config(
-            args.config,
-            work_dir,
-            False,
-            "none" if args.launcher == "none" else None,
-            args.cfg_options,
-            args.launcher,
-            args.backbone,
-        )
+        # Evaluation never uses the optimizer wrapper: on a CPU-only machine an
+        # AMP training config must not stop the test.
+        amp = None if torch.cuda.is_available() else "none"
+        cfg, _ = prepare_config(args.config, work_dir, False, amp, args.cfg_options, args.launcher, args.backbone)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     cfg.load_from = args.checkpoint
