@@ -126,16 +126,23 @@ def read_backbone(path: str | Path) -> CanonicalBackbone:
     return CanonicalBackbone(state_dict, BackboneArch(**arch), metadata)
 
 
-def load_state_dict_strictly(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strictly(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str,
+    new_keys: frozenset[str] = frozenset(),
+) -> None:
     """Load every parameter or fail with the names: no silent partial loads.
-    A square absolute position embedding is resized to the model's grid."""
+    ``new_keys`` are parameters the model adds on purpose (e.g. zero-initialised
+    relative position tables) and may be absent from the file. A square absolute
+    position embedding is resized to the model's grid."""
     expected = model.state_dict()
     state_dict = dict(state_dict)
     if "pos_embed" in state_dict and "pos_embed" in expected:
         grid = getattr(model, "grid_size", None)
         if grid is not None and state_dict["pos_embed"].shape != expected["pos_embed"].shape:
             state_dict["pos_embed"] = resize_pos_embed(state_dict["pos_embed"], grid)
-    missing = sorted(expected.keys() - state_dict.keys())
+    missing = sorted(expected.keys() - state_dict.keys() - new_keys)
     unexpected = sorted(state_dict.keys() - expected.keys())
     mismatched = sorted(
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -147,7 +154,7 @@ def load_state_dict_strictly(model: torch.nn.Module, state_dict: dict[str, torch
             f"{source} does not fit the encoder: missing keys {missing}; unexpected keys {unexpected}; "
             f"shape mismatches {mismatched}"
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=not new_keys)
 
 
 def load_backbone_into(model: torch.nn.Module, path: str | Path) -> CanonicalBackbone:

@@ -44,7 +44,8 @@ class VisionTransformer(nn.Module):
     relative position bias shared by all blocks or per block - are built from
     timm's BEiT blocks and use timm ``Beit`` parameter names (``attn.q_bias``,
     ``gamma_1``, ``rel_pos_bias.*``); plain models use timm ``VisionTransformer``
-    blocks and names (layer scale: ``ls1.gamma``).
+    blocks and names (layer scale: ``ls1.gamma``). ``img_size`` sets the grid of
+    the position embedding and relative position tables.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class VisionTransformer(nn.Module):
         pos_embed: PosEmbed = "sincos",
         layer_scale: float | None = None,
         rel_pos_bias: RelPosBias = "none",
+        dynamic_img_size: bool = False,
     ) -> None:
         super().__init__()
         for name, value, allowed in (
@@ -77,7 +79,8 @@ class VisionTransformer(nn.Module):
                 "qkv_bias='qv' (a key bias never changes attention, so dropping it is exact)"
             )
         self.embed_dim = embed_dim
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        # dynamic_img_size: accept any input that is a multiple of the patch size (dense tasks)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=not dynamic_img_size)
         self.num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = (
