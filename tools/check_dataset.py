@@ -1,6 +1,7 @@
 """List every unreadable or misplaced file of an image dataset before training.
 
     python tools/check_dataset.py imagenet /data/imagenet [--splits train val] [--workers 8]
+    python tools/check_dataset.py ade20k /data/ade   (the folder holding ADEChallengeData2016)
     python tools/check_dataset.py folder /data/unlabeled_images
 
 Exit status 0 when the dataset is clean, 1 when problems were found.
@@ -15,7 +16,7 @@ from pretrain.data.checks import check_dataset
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("layout", choices=["imagenet", "folder"])
+    parser.add_argument("layout", choices=["imagenet", "ade20k", "folder"])
     parser.add_argument("root")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="imagenet layout: splits to check")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")

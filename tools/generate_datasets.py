@@ -1,12 +1,13 @@
 """Write small synthetic datasets in the official layouts (deterministic from --seed).
 
 python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8] ...
+python tools/generate_datasets.py ade20k data/synthetic_ade [--train 40] ...
 """
 
 import argparse
 import time
 
-from pretrain.data.synthetic import PATTERNS, write_imagenet_like
+from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_imagenet_like
 
 
 def main() -> None:
@@ -19,12 +20,22 @@ def main() -> None:
     imnet.add_argument("--val-per-class", type=int, default=10)
     imnet.add_argument("--image-size", type=int, default=112)
     imnet.add_argument("--seed", type=int, default=0)
+    ade = sub.add_parser("ade20k", help="ADE20K layout: OUT/ADEChallengeData2016/{images,annotations}/...")
+    ade.add_argument("out")
+    ade.add_argument("--train", type=int, default=40)
+    ade.add_argument("--val", type=int, default=10)
+    ade.add_argument("--image-size", type=int, default=128)
+    ade.add_argument("--classes", type=int, default=8, help="ADE labels 1..N are used (of 150)")
+    ade.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     start = time.time()
-    counts = write_imagenet_like(
-        args.out, args.classes, args.train_per_class, args.val_per_class, args.image_size, args.seed
-    )
+    if args.kind == "imagenet":
+        counts = write_imagenet_like(
+            args.out, args.classes, args.train_per_class, args.val_per_class, args.image_size, args.seed
+        )
+    else:
+        counts = write_ade20k_like(args.out, args.train, args.val, args.image_size, args.classes, args.seed)
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")
 
 

@@ -105,15 +105,62 @@ def check_dataset(
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetReport:
-    """``layout="imagenet"``: ``root/<split>/<class>/<image>``; ``"folder"``: any image tree."""
+    """``layout="imagenet"``: ``root/<split>/<class>/<image>``; ``"ade20k"``:
+    ``ADEChallengeData2016``; ``"folder"``: any image tree."""
     root = Path(root)
     if not root.is_dir():
         return DatasetReport(layout=[f"{root}: not a directory"])
     if layout == "imagenet":
         problems, images = check_imagenet_layout(root, splits or ["train", "val"])
+    elif layout == "ade20k":
+        problems, images = check_ade20k_layout(root)
     elif layout == "folder":
         images = list_images(root)
         problems = [] if images else [f"{root}: no image files"]
     else:
-        raise ValueError(f"layout must be 'imagenet' or 'folder', got {layout!r}")
+        raise ValueError(f"layout must be 'imagenet', 'ade20k' or 'folder', got {layout!r}")
     return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress), layout=problems)
+
+
+ADE_SPLITS = ("training", "validation")
+
+
+def check_ade20k_layout(root: Path) -> tuple[list[str], list[Path]]:
+    """``root`` is the folder holding ``ADEChallengeData2016`` (or that folder itself).
+    Reported: missing folders; images without a label map and label maps without an
+    image; label maps that are not 8-bit single-channel, differ in size from their
+    image, or hold values above 150; stray files."""
+    import numpy as np
+    from PIL import Image
+
+    base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+    problems, images = [], []
+    for split in ADE_SPLITS:
+        img_dir, ann_dir = base / "images" / split, base / "annotations" / split
+        missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
+        if missing:
+            problems += [
+                f"{d}: missing (expected ADEChallengeData2016/{{images,annotations}}/{split})" for d in missing
+            ]
+            continue
+        imgs = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")}
+        anns = {p.stem: p for p in ann_dir.iterdir() if p.suffix.lower() == ".png"}
+        problems += [f"{p}: unexpected file" for p in sorted(img_dir.iterdir()) if p.stem not in imgs]
+        problems += [f"{p}: unexpected file" for p in sorted(ann_dir.iterdir()) if p.stem not in anns]
+        problems += [f"{imgs[s]}: no label map {ann_dir / (s + '.png')}" for s in sorted(imgs.keys() - anns.keys())]
+        problems += [f"{anns[s]}: label map without an image" for s in sorted(anns.keys() - imgs.keys())]
+        for stem in sorted(imgs.keys() & anns.keys()):
+            images.append(imgs[stem])
+            try:
+                with Image.open(anns[stem]) as ann, Image.open(imgs[stem]) as img:
+                    if ann.mode not in ("L", "P"):
+                        problems.append(f"{anns[stem]}: label map mode {ann.mode}, expected 8-bit single channel")
+                        continue
+                    if ann.size != img.size:
+                        problems.append(f"{anns[stem]}: size {ann.size} differs from its image {img.size}")
+                    top = int(np.asarray(ann).max())
+                    if top > 150:
+                        problems.append(f"{anns[stem]}: label {top} > 150 (ADE: 0 = ignore, 1..150 classes)")
+            except OSError as err:
+                problems.append(f"{anns[stem]}: unreadable label map ({err})")
+    return problems, images

@@ -64,7 +64,8 @@ class ResultsRecordHook(Hook):
             "task": self.task,
             "split": split,
             "metrics": {k: float(v) for k, v in metrics.items()},
-            "backbone": getattr(model, "backbone_meta", None),
+            "backbone": getattr(model, "backbone_meta", None)  # classifiers; segmentors hold it in .backbone
+            or getattr(getattr(model, "backbone", None), "backbone_meta", None),
             "config_file": runner.cfg.filename,
             "config": runner.cfg.pretty_text,
             "git_commit": git_commit(Path(__file__).resolve().parents[2]),
