@@ -159,3 +159,17 @@ def test_beit_shared_table_goes_to_every_block_and_is_resized(tmp_path):
     assert larger.encoder.blocks[0].attn.relative_position_bias_table.shape == ((2 * 8 - 1) ** 2 + 3, 3)
     with pytest.raises(ValueError, match="relative position"):
         DenseViT(str(path), img_size=64, rel_pos_bias="none", out_indices=TAPS, norm="BN")
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = DenseViT(arch=TINY, img_size=64, rel_pos_bias="none", out_indices=TAPS, norm="BN", drop_path_rate=0.0)
+    cp = DenseViT(
+        arch=TINY, img_size=64, rel_pos_bias="none", out_indices=TAPS, norm="BN", drop_path_rate=0.0, with_cp=True
+    )
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 96, requires_grad=True)
+    for model in (plain, cp):
+        sum(o.sum() for o in model(x)).backward()
+    for (name, a), b in zip(plain.named_parameters(), cp.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -2,6 +2,7 @@
 
     python tools/check_dataset.py imagenet /data/imagenet [--splits train val] [--workers 8]
     python tools/check_dataset.py ade20k /data/ade   (the folder holding ADEChallengeData2016)
+    python tools/check_dataset.py coco /data/coco    (annotations/instances_*2017.json, train2017/, val2017/)
     python tools/check_dataset.py folder /data/unlabeled_images
 
 Exit status 0 when the dataset is clean, 1 when problems were found.
@@ -16,7 +17,7 @@ from pretrain.data.checks import check_dataset
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("layout", choices=["imagenet", "ade20k", "folder"])
+    parser.add_argument("layout", choices=["imagenet", "ade20k", "coco", "folder"])
     parser.add_argument("root")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="imagenet layout: splits to check")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")

@@ -7,7 +7,7 @@ python tools/generate_datasets.py ade20k data/synthetic_ade [--train 40] ...
 import argparse
 import time
 
-from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_imagenet_like
+from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_coco_like, write_imagenet_like
 
 
 def main() -> None:
@@ -27,6 +27,13 @@ def main() -> None:
     ade.add_argument("--image-size", type=int, default=128)
     ade.add_argument("--classes", type=int, default=8, help="ADE labels 1..N are used (of 150)")
     ade.add_argument("--seed", type=int, default=0)
+    coco = sub.add_parser("coco", help="COCO 2017 layout: OUT/annotations/instances_*2017.json, OUT/{train,val}2017/")
+    coco.add_argument("out")
+    coco.add_argument("--train", type=int, default=24)
+    coco.add_argument("--val", type=int, default=8)
+    coco.add_argument("--width", type=int, default=160)
+    coco.add_argument("--height", type=int, default=128)
+    coco.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     start = time.time()
@@ -34,8 +41,10 @@ def main() -> None:
         counts = write_imagenet_like(
             args.out, args.classes, args.train_per_class, args.val_per_class, args.image_size, args.seed
         )
-    else:
+    elif args.kind == "ade20k":
         counts = write_ade20k_like(args.out, args.train, args.val, args.image_size, args.classes, args.seed)
+    else:
+        counts = write_coco_like(args.out, args.train, args.val, (args.width, args.height), args.seed)
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")
 
 

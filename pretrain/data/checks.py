@@ -106,7 +106,7 @@ def check_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetReport:
     """``layout="imagenet"``: ``root/<split>/<class>/<image>``; ``"ade20k"``:
-    ``ADEChallengeData2016``; ``"folder"``: any image tree."""
+    ``ADEChallengeData2016``; ``"coco"``: COCO 2017; ``"folder"``: any image tree."""
     root = Path(root)
     if not root.is_dir():
         return DatasetReport(layout=[f"{root}: not a directory"])
@@ -114,11 +114,13 @@ def check_dataset(
         problems, images = check_imagenet_layout(root, splits or ["train", "val"])
     elif layout == "ade20k":
         problems, images = check_ade20k_layout(root)
+    elif layout == "coco":
+        problems, images = check_coco_layout(root)
     elif layout == "folder":
         images = list_images(root)
         problems = [] if images else [f"{root}: no image files"]
     else:
-        raise ValueError(f"layout must be 'imagenet', 'ade20k' or 'folder', got {layout!r}")
+        raise ValueError(f"layout must be 'imagenet', 'ade20k', 'coco' or 'folder', got {layout!r}")
     return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress), layout=problems)
 
 
@@ -163,4 +165,65 @@ def check_ade20k_layout(root: Path) -> tuple[list[str], list[Path]]:
                         problems.append(f"{anns[stem]}: label {top} > 150 (ADE: 0 = ignore, 1..150 classes)")
             except OSError as err:
                 problems.append(f"{anns[stem]}: unreadable label map ({err})")
+    return problems, images
+
+
+COCO_SPLITS = ("train2017", "val2017")
+
+
+def check_coco_layout(root: Path, splits: tuple[str, ...] = COCO_SPLITS) -> tuple[list[str], list[Path]]:
+    """``root/annotations/instances_<split>.json`` and ``root/<split>/``. Reported:
+    missing files; duplicate ids; annotations pointing at unknown images or
+    categories; images listed but absent; boxes outside their image or empty;
+    malformed polygon segmentations."""
+    import json
+
+    problems, images = [], []
+    for split in splits:
+        ann_file, img_dir = root / "annotations" / f"instances_{split}.json", root / split
+        if not ann_file.is_file() or not img_dir.is_dir():
+            problems += [f"{p}: missing" for p in (ann_file, img_dir) if not p.exists()]
+            continue
+        try:
+            doc = json.loads(ann_file.read_text())
+        except (OSError, ValueError) as err:
+            problems.append(f"{ann_file}: not valid JSON ({err})")
+            continue
+        missing_keys = [k for k in ("images", "annotations", "categories") if k not in doc]
+        if missing_keys:
+            problems.append(f"{ann_file}: no {missing_keys}")
+            continue
+        by_id = {}
+        for img in doc["images"]:
+            if img["id"] in by_id:
+                problems.append(f"{ann_file}: duplicate image id {img['id']}")
+            by_id[img["id"]] = img
+            path = img_dir / img["file_name"]
+            if path.is_file():
+                images.append(path)
+            else:
+                problems.append(f"{path}: listed in {ann_file.name} but missing")
+        categories = {c["id"] for c in doc["categories"]}
+        seen = set()
+        for ann in doc["annotations"]:
+            where = f"{ann_file.name} annotation {ann.get('id')}"
+            if ann.get("id") in seen:
+                problems.append(f"{where}: duplicate annotation id")
+            seen.add(ann.get("id"))
+            img = by_id.get(ann.get("image_id"))
+            if img is None:
+                problems.append(f"{where}: unknown image_id {ann.get('image_id')}")
+                continue
+            if ann.get("category_id") not in categories:
+                problems.append(f"{where}: unknown category_id {ann.get('category_id')}")
+            x, y, w, h = ann.get("bbox", (0, 0, 0, 0))
+            if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > img["width"] + 1 or y + h > img["height"] + 1:
+                problems.append(
+                    f"{where}: bbox {ann.get('bbox')} empty or outside the {img['width']}x{img['height']} image"
+                )
+            segmentation = ann.get("segmentation")
+            if isinstance(segmentation, list) and not all(
+                isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation
+            ):
+                problems.append(f"{where}: polygons need an even number (>= 6) of coordinates")
     return problems, images

@@ -1,14 +1,17 @@
-"""Small synthetic image sets in the ImageNet folder layout, deterministic from a seed.
+"""Small synthetic datasets in the official ImageNet, ADE20K and COCO 2017
+layouts, deterministic from a seed.
 
-Each class is a texture family (stripes at a class-specific angle, checkerboards,
-rings, dots, blobs, ...) drawn with random frequency, phase, colours and noise,
-so that the classes are learnable but no two images are alike.
+Classes are texture families (stripes at a class-specific angle, checkerboards,
+rings, dots, blobs, ...) or shapes with a class-specific colour, drawn with
+random frequency, phase, placement and noise, so that they are learnable but no
+two images are alike.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 PATTERNS = ("hstripes", "vstripes", "diag", "checker", "rings", "dots", "blobs", "waves")
 
@@ -140,5 +143,78 @@ def write_ade20k_like(
             img, labels = synthetic_scene(image_size, num_classes, np.random.default_rng([seed, split_index, i]))
             img.save(root / "images" / split / f"{prefix}_{i + 1:08d}.jpg", quality=92)
             labels.save(root / "annotations" / split / f"{prefix}_{i + 1:08d}.png")
+        counts[split] = count
+    return counts
+
+
+COCO_CATEGORIES = ("box", "disc", "triangle")
+
+
+def _object_polygon(kind: int, cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    if kind == 0:  # box
+        points = [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry)]
+    elif kind == 1:  # disc: a 16-gon
+        angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        points = list(zip(cx + rx * np.cos(angles), cy + ry * np.sin(angles), strict=True))
+    else:  # triangle
+        points = [(cx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry)]
+    return [round(float(v), 2) for point in points for v in point]
+
+
+def write_coco_like(
+    out: str | Path,
+    num_train: int = 24,
+    num_val: int = 8,
+    image_size: tuple[int, int] = (160, 128),
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write ``out/{train2017,val2017}/*.jpg`` and ``out/annotations/instances_{train,val}2017.json``
+    (COCO 2017 layout, polygon segmentations). Objects of 3 categories - boxes,
+    discs, triangles, each with its own colour and texture - on a textured
+    background; width x height = ``image_size`` (non-square on purpose)."""
+
+    width, height = image_size
+    out = Path(out)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split_index, (split, count) in enumerate((("train2017", num_train), ("val2017", num_val))):
+        (out / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            rng = np.random.default_rng([seed, split_index, i])
+            background = _pattern(PATTERNS[int(rng.integers(len(PATTERNS)))], max(image_size), rng)
+            canvas = np.repeat(background[:height, :width, None] * 60 + 90, 3, axis=2)
+            for _ in range(rng.integers(1, 5)):
+                kind = int(rng.integers(len(COCO_CATEGORIES)))
+                rx, ry = rng.uniform(0.08, 0.22) * width, rng.uniform(0.1, 0.28) * height
+                cx, cy = rng.uniform(rx, width - rx), rng.uniform(ry, height - ry)
+                polygon = _object_polygon(kind, cx, cy, rx, ry)
+                mask_img = Image.new("L", (width, height), 0)
+                ImageDraw.Draw(mask_img).polygon(polygon, fill=1)
+                mask = np.asarray(mask_img).astype(bool)
+                if mask.sum() < 16:
+                    continue
+                colour = np.random.default_rng([kind, 11]).uniform(30, 225, size=3)
+                texture = _pattern(PATTERNS[kind * 2 % len(PATTERNS)], max(image_size), rng)[:height, :width, None]
+                canvas[mask] = (colour + (texture - 0.5) * 50)[mask]
+                xs, ys = polygon[0::2], polygon[1::2]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1 + split_index * 100000,
+                        "image_id": i + 1,
+                        "category_id": kind + 1,
+                        "segmentation": [polygon],
+                        "area": float(mask.sum()),
+                        "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                        "iscrowd": 0,
+                    }
+                )
+            canvas = np.clip(canvas + rng.normal(0, 5, size=canvas.shape), 0, 255).astype(np.uint8)
+            name = f"{i + 1:012d}.jpg"
+            Image.fromarray(canvas).save(out / split / name, quality=92)
+            images.append({"id": i + 1, "file_name": name, "width": width, "height": height})
+        categories = [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(COCO_CATEGORIES)]
+        document = {"images": images, "annotations": annotations, "categories": categories}
+        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
         counts[split] = count
     return counts

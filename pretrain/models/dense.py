@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from timm.layers import resize_rel_pos_bias_table
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pretrain.checkpoints.canonical import BackboneArch, load_state_dict_strictly, read_backbone
 from pretrain.models.pos_embed import resize_pos_embed
@@ -55,6 +56,8 @@ class DenseViT(nn.Module):
             the identity); ``None`` adds none. Learned values in the file are kept.
         drop_path_rate: stochastic depth.
         norm: ``"SyncBN"`` or ``"BN"`` inside the pyramid.
+        with_cp: recompute each block in the backward pass (activation
+            checkpointing) to fit large detection inputs in memory.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class DenseViT(nn.Module):
         layer_scale_init: float | None = 1.0,
         drop_path_rate: float = 0.1,
         norm: str = "SyncBN",
+        with_cp: bool = False,
     ) -> None:
         super().__init__()
         if rel_pos_bias not in ("per_block", "none"):
@@ -112,6 +116,7 @@ class DenseViT(nn.Module):
             for block in self.encoder.blocks:
                 nn.init.zeros_(block.attn.relative_position_bias_table)
         self.out_indices = tuple(out_indices)
+        self.with_cp = with_cp
         self.pyramid = FeaturePyramid(source.embed_dim, norm)
         if state is not None:
             new_keys = frozenset(
@@ -173,7 +178,7 @@ class DenseViT(nn.Module):
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
         maps = []
         for i, block in enumerate(encoder.blocks):  # per-block tables only: a shared one was copied
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if self.with_cp and x.requires_grad else block(x)
             if i in self.out_indices:
                 maps.append(x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, *grid))
         return maps
