@@ -17,7 +17,7 @@ from conftest import REPO, run_tool
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, grid=(6, 6))
 FINETUNE = REPO / "classification/configs/vit-tiny-p16_finetune_1xb32-4e_synthetic.py"
-LINPROBE = REPO / "classification/configs/vit-tiny-p16_linprobe_1xb64-4e_synthetic.py"
+LINPROBE = REPO / "classification/configs/vit-tiny-p16_linprobe_1xb64-20e_synthetic.py"
 
 
 def jittered(model):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -5,13 +7,16 @@ from conftest import run_tool
 
 
 @pytest.mark.slow
-def test_main_job_leaves_checkpoint_and_tensorboard_logs(tmp_path):
-    """`make demo` runs tools/demo.py; here with one epoch instead of ten."""
-    result = run_tool("tools/demo.py", "--out", str(tmp_path), "--epochs", "1", timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def test_main_job_end_to_end_in_a_fast_configuration(tmp_path):
+    """`make demo` runs tools/demo.py; here 1 pretraining epoch and the linear probe only."""
+    result = run_tool("tools/demo.py", "--out", str(tmp_path), "--epochs", "1", "--tasks", "linprobe", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"run directory: {tmp_path}" in result.stdout
     checkpoint = (tmp_path / "sdae_vit-tiny/last_checkpoint").read_text().strip()
-    assert checkpoint.endswith("epoch_1.pth") and f"run directory: {tmp_path}" in result.stdout
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert any(k.startswith("sdae.teacher.") for k in state) and any(k.startswith("sdae.student.") for k in state)
     assert list(tmp_path.glob("sdae_vit-tiny/*/vis_data/events.out.tfevents.*"))
-    assert len(list((tmp_path / "data/synthetic_imagenet/train").rglob("*.JPEG"))) == 320
+    labels = {json.loads(p.read_text())["label"] for p in (tmp_path / "suite/results").glob("*.json")}
+    assert labels == {"SdAE", "MAE", "Random init"}
+    report = (tmp_path / "report/report.md").read_text()
+    assert "| SdAE | 1 |" in report and "| MAE | 1 |" in report and "| Random init | 0 |" in report

@@ -8,6 +8,7 @@ from .canonical import (
     load_backbone_into,
     load_state_dict_strictly,
     read_backbone,
+    read_metadata,
     save_backbone,
 )
 from .convert import (
@@ -33,5 +34,6 @@ __all__ = [
     "load_checkpoint_file",
     "load_state_dict_strictly",
     "read_backbone",
+    "read_metadata",
     "save_backbone",
 ]
