@@ -105,11 +105,11 @@ def efficiency_table(benchmark: dict) -> list[list[str]]:
     meta = benchmark["meta"]
     header = ["Teacher input", "Step time vs MAE", "Paper", "Peak memory vs MAE", "Paper", "FLOPs vs MAE"]
     rows = [header]
+
+    def ratio(x: float | None) -> str:
+        return MISSING if x is None else f"x{x:.2f}"
+
     for r in benchmark["results"]:
-
-        def ratio(x):
-            return MISSING if x is None else f"x{x:.2f}"
-
         rows.append(
             [
                 r["variant"],
