@@ -23,7 +23,7 @@ from pretrain.checkpoints import (
     read_metadata,
     save_backbone,
 )
-from pretrain.checkpoints.canonical import BackboneArch
+from pretrain.checkpoints.canonical import BackboneArch, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("finetune", "linprobe", "ade20k", "coco")
@@ -68,14 +68,6 @@ def data_options(task: str, root: Path) -> list[str]:
         f"val_evaluator.ann_file={ann}",
         f"test_evaluator.ann_file={ann}",
     ]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prepare_backbone(checkpoint: str, out: Path, select: str = "student", trust_pickle: bool = False) -> Path:

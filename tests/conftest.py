@@ -92,3 +92,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(no_gpu)
+
+
+def convert_source_layouts(out: Path, img_size: int) -> dict[str, Path]:
+    """Canonical files made by tools/convert_checkpoint.py from two foreign layouts of one
+    ViT-tiny SdAE: this project's training checkpoint ("project", student encoder)
+    and an official-MAE-layout file ("mae", the same student plus a mask token)."""
+    from pretrain.models import SdAE
+
+    torch.manual_seed(0)
+    sdae = SdAE(arch="tiny", img_size=img_size, decoder=dict(embed_dim=32, depth=1, num_heads=2))
+    sources = {
+        "project": {"state_dict": {f"sdae.{k}": v for k, v in sdae.state_dict().items()}, "meta": {"epoch": 1}},
+        "mae": {"model": {**sdae.student.state_dict(), "mask_token": torch.zeros(1, 1, 32)}},
+    }
+    paths = {}
+    for name, obj in sources.items():
+        torch.save(obj, out / f"{name}.pth")
+        paths[name] = out / f"{name}.safetensors"
+        result = run_tool(str(REPO / "tools/convert_checkpoint.py"), str(out / f"{name}.pth"), str(paths[name]))
+        assert result.returncode == 0, result.stderr
+    return paths

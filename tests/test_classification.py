@@ -13,7 +13,7 @@ from classification.data import ImageNetClassification
 from classification.models import MixupDataPreprocessor, ViTClassifier
 from pretrain.checkpoints import convert, read_backbone, save_backbone
 
-from conftest import REPO, run_tool
+from conftest import REPO, convert_source_layouts, run_tool
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, grid=(6, 6))
 FINETUNE = REPO / "classification/configs/vit-tiny-p16_finetune_1xb32-4e_synthetic.py"
@@ -155,23 +155,7 @@ def test_eval_transform_and_labels(synthetic_imagenet):
 
 @pytest.fixture(scope="module")
 def project_and_mae_backbones(tmp_path_factory):
-    """A canonical file from this project's SdAE checkpoint layout and one from an
-    official-MAE layout, both ViT-tiny at 96 px."""
-    from pretrain.models import SdAE
-
-    out = tmp_path_factory.mktemp("backbones")
-    torch.manual_seed(0)
-    sdae = SdAE(arch="tiny", img_size=96, decoder=dict(embed_dim=32, depth=1, num_heads=2))
-    project = out / "project.pth"
-    torch.save({"state_dict": {f"sdae.{k}": v for k, v in sdae.state_dict().items()}, "meta": {"epoch": 1}}, project)
-    mae = out / "mae.pth"
-    torch.save({"model": {**sdae.student.state_dict(), "mask_token": torch.zeros(1, 1, 32)}}, mae)
-    paths = {}
-    for name, src in (("project", project), ("mae", mae)):
-        paths[name] = out / f"{name}.safetensors"
-        result = run_tool(str(REPO / "tools/convert_checkpoint.py"), str(src), str(paths[name]))
-        assert result.returncode == 0, result.stderr
-    return paths
+    return convert_source_layouts(tmp_path_factory.mktemp("backbones"), img_size=96)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
@@ -12,7 +11,7 @@ import detection.engine  # noqa: F401
 from pretrain.data.checks import check_dataset
 from pretrain.data.synthetic import write_coco_like
 
-from conftest import REPO, run_tool
+from conftest import REPO, convert_source_layouts, run_tool
 
 TINY = REPO / "detection/configs/mask-rcnn_vit-tiny-p16_fpn_1xb2-2e_synthetic.py"
 VIT_B = REPO / "detection/configs/mask-rcnn_vit-b16_fpn_16xb2-amp-1x_coco.py"
@@ -97,26 +96,13 @@ def test_layer_decay_groups_in_the_detector():
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["project", "mae"])
 def test_short_train_and_coco_eval_write_box_and_mask_ap(source, synthetic_coco, tmp_path):
-    from pretrain.models import SdAE
-
-    torch.manual_seed(0)
-    sdae = SdAE(arch="tiny", img_size=128, decoder=dict(embed_dim=32, depth=1, num_heads=2))
-    obj = (
-        {"state_dict": {f"sdae.{k}": v for k, v in sdae.state_dict().items()}}
-        if source == "project"
-        else {"model": {**sdae.student.state_dict(), "mask_token": torch.zeros(1, 1, 32)}}
-    )
-    torch.save(obj, tmp_path / "src.pth")
-    converted = run_tool(
-        str(REPO / "tools/convert_checkpoint.py"), str(tmp_path / "src.pth"), str(tmp_path / "backbone.safetensors")
-    )
-    assert converted.returncode == 0, converted.stderr
+    backbone = convert_source_layouts(tmp_path, img_size=128)[source]
     data = f"{synthetic_coco}/"
     result = run_tool(
         str(REPO / "tools/train.py"),
         str(TINY),
         "--backbone",
-        str(tmp_path / "backbone.safetensors"),
+        str(backbone),
         "--work-dir",
         str(tmp_path / "work"),
         "--cfg-options",

@@ -13,7 +13,7 @@ import segmentation.engine  # noqa: F401
 from pretrain.data.checks import check_dataset
 from pretrain.data.synthetic import write_ade20k_like
 
-from conftest import REPO, run_tool
+from conftest import REPO, convert_source_layouts, run_tool
 
 TINY = REPO / "segmentation/configs/upernet_vit-tiny-p16_1xb4-40it_synthetic-128x128.py"
 VIT_B = REPO / "segmentation/configs/upernet_vit-b16_8xb2-amp-160k_ade20k-512x512.py"
@@ -98,23 +98,7 @@ def test_layer_decay_groups_in_the_segmentor():
 
 @pytest.fixture(scope="module")
 def backbones(tmp_path_factory):
-    """Canonical files from this project's checkpoint layout and from the official MAE layout."""
-    from pretrain.models import SdAE
-
-    out = tmp_path_factory.mktemp("seg_backbones")
-    torch.manual_seed(0)
-    sdae = SdAE(arch="tiny", img_size=128, decoder=dict(embed_dim=32, depth=1, num_heads=2))
-    sources = {
-        "project": {"state_dict": {f"sdae.{k}": v for k, v in sdae.state_dict().items()}},
-        "mae": {"model": {**sdae.teacher.state_dict(), "mask_token": torch.zeros(1, 1, 32)}},
-    }
-    paths = {}
-    for name, obj in sources.items():
-        torch.save(obj, out / f"{name}.pth")
-        paths[name] = out / f"{name}.safetensors"
-        result = run_tool(str(REPO / "tools/convert_checkpoint.py"), str(out / f"{name}.pth"), str(paths[name]))
-        assert result.returncode == 0, result.stderr
-    return paths
+    return convert_source_layouts(tmp_path_factory.mktemp("seg_backbones"), img_size=128)
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ CAE release, or a timm ViT state dict; the layout is recognised from the keys.
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -22,15 +21,8 @@ from pretrain.checkpoints import (
     read_backbone,
     save_backbone,
 )
+from pretrain.checkpoints.canonical import sha256_file
 from pretrain.models.pos_embed import resize_pos_embed
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main() -> int:
@@ -74,7 +66,7 @@ def main() -> int:
         side = args.img_size // arch.patch_size
         backbone.state_dict["pos_embed"] = resize_pos_embed(backbone.state_dict["pos_embed"], (side, side))
         backbone.arch = type(arch)(**{**arch.__dict__, "grid": (side, side)})
-    backbone.metadata["source"] = {"file": src.name, "sha256": file_sha256(src)}
+    backbone.metadata["source"] = {"file": src.name, "sha256": sha256_file(src)}
     metadata = save_backbone(args.out, backbone)
     print(conversion.report())
     print(f"wrote {args.out} (weights sha256 {metadata['weights_sha256'][:16]}...)")

@@ -47,10 +47,12 @@ class BackboneArch:
     grid: tuple[int, int] = (14, 14)  # patch grid of the stored position embedding / bias tables
     in_chans: int = 3
 
-    def build(self, img_size: int | None = None, drop_path_rate: float = 0.0) -> VisionTransformer:
+    def build(self, img_size: int | None = None, drop_path_rate: float = 0.0, **overrides) -> VisionTransformer:
         """An encoder with this architecture; ``img_size`` defaults to the stored grid.
-        The position embedding is trainable (fine-tuning trains it, as MAE does)."""
-        return VisionTransformer(
+        The position embedding is trainable (fine-tuning trains it, as MAE does).
+        ``overrides`` replace VisionTransformer arguments (dense backbones add
+        relative position bias or layer scale)."""
+        kwargs = dict(
             img_size=img_size or self.grid[0] * self.patch_size,
             patch_size=self.patch_size,
             in_chans=self.in_chans,
@@ -64,6 +66,15 @@ class BackboneArch:
             layer_scale=1.0 if self.layer_scale else None,  # overwritten by the loaded values
             rel_pos_bias=self.rel_pos_bias,
         )
+        return VisionTransformer(**{**kwargs, **overrides})
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass

@@ -15,7 +15,6 @@ from torch.utils.checkpoint import checkpoint
 
 from pretrain.checkpoints.canonical import BackboneArch, load_state_dict_strictly, read_backbone
 from pretrain.models.pos_embed import resize_pos_embed
-from pretrain.models.vit import VisionTransformer
 
 NORMS = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
 
@@ -96,18 +95,11 @@ class DenseViT(nn.Module):
             raise ValueError(f"out_indices must be 4 block indices in 0..{source.depth - 1}, got {out_indices}")
         adds_rel_pos = rel_pos_bias == "per_block" and source.rel_pos_bias == "none"
         adds_layer_scale = not source.layer_scale and layer_scale_init is not None
-        self.encoder = VisionTransformer(
+        self.encoder = source.build(
             img_size=img_size,
-            patch_size=source.patch_size,
-            in_chans=source.in_chans,
-            embed_dim=source.embed_dim,
-            depth=source.depth,
-            num_heads=source.num_heads,
-            mlp_ratio=source.mlp_ratio,
+            drop_path_rate=drop_path_rate,
             # relative bias lives in timm's BEiT blocks, which have no key bias
             qkv_bias="qv" if rel_pos_bias == "per_block" and source.qkv_bias == "qkv" else source.qkv_bias,
-            drop_path_rate=drop_path_rate,
-            pos_embed="learned" if source.abs_pos_embed else "none",
             layer_scale=layer_scale_init if adds_layer_scale else (1.0 if source.layer_scale else None),
             rel_pos_bias=rel_pos_bias,
             dynamic_img_size=True,  # sizes are checked in tap() with a clear message
