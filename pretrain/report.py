@@ -9,6 +9,7 @@ from pretrain.checkpoints.canonical import BackboneArch
 from pretrain.suite import REQUIRED_FIELDS, describe_arch
 
 PAPER_RESULTS = Path(__file__).resolve().parents[1] / "docs/paper_results.json"
+ABLATION_PREFIX = "ablation: "  # run_suite --label "ablation: full image" puts a run in Table 5
 MISSING = "\u2013"  # an en dash marks a value the paper or this run does not have
 
 
@@ -67,6 +68,14 @@ TABLES = {
         paper_cols=("mIoU",),
         measured=lambda t: [t["ade20k"]["metrics"]["mIoU"]],
     ),
+    "ablations": dict(
+        title="Table 5 - teacher inputs and normalisation, ImageNet fine-tune top-1 (%)",
+        header=["Teacher input", "Epochs", "Fine-tune", "Source"],
+        tasks=("finetune",),
+        paper_cols=("finetune_top1",),
+        measured=lambda t: [t["finetune"]["metrics"]["top1"]],
+        label_prefix=ABLATION_PREFIX,  # only runs labelled "ablation: <variant>"
+    ),
     "coco": dict(
         title="Table 4 - COCO Mask R-CNN, box and mask AP (%)",
         header=["Method", "Epochs", "AP box", "AP50 box", "AP75 box", "AP mask", "AP50 mask", "AP75 mask", "Source"],
@@ -87,7 +96,11 @@ def build_table(name: str, records: list[dict], paper: dict) -> list[list[str]]:
     rows = [spec["header"]]
     for row in paper[name]["rows"]:
         rows.append([row["method"], str(row["epochs"]), *(_fmt(row[c]) for c in spec["paper_cols"]), "paper"])
+    prefix = spec.get("label_prefix", "")
     for label, tasks in _by_label(records, spec["tasks"]).items():
+        if not label.startswith(prefix):
+            continue
+        label = label.removeprefix(prefix)
         any_record = next(iter(tasks.values()))
         epochs = (any_record["backbone"].get("pretraining") or {}).get("epochs")
         rows.append(
@@ -208,8 +221,10 @@ def write_report(results_dir: str | Path, out: str | Path, benchmark: str | Path
         rows = efficiency_table(json.loads(Path(benchmark).read_text()))
         parts.append(to_markdown("Table 1 - pretraining cost of the teacher inputs", rows))
         _write_csv(out / "table1_efficiency.csv", rows)
-    for name in TABLES:
+    for name in ("imagenet", "ade20k", "coco", "ablations"):
         rows = build_table(name, records, paper)
+        if name == "ablations" and not any(r[-1].startswith("this suite") for r in rows[1:]):
+            continue  # Table 5 only where ablation runs exist
         parts.append(to_markdown(TABLES[name]["title"], rows))
         _write_csv(out / f"table_{name}.csv", rows)
         bars = plot_bars(name, rows, out)

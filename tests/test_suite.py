@@ -52,6 +52,19 @@ def test_imagenet_table_markdown_is_exact(tmp_path):
     )
 
 
+def test_table5_shows_only_ablation_runs(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.json").write_text(json.dumps(fixed_record("finetune", {"top1": 33.0}, label="ablation: full image")))
+    (results / "b.json").write_text(json.dumps(fixed_record("finetune", {"top1": 44.0}, at="T2")))
+    text = write_report(results, tmp_path / "report").read_text()
+    table5 = text[text.index("### Table 5") :]
+    assert "| full image + teacher norm | 100 | 84.0 | paper |" in table5
+    assert "| full image | 10 | 33.0 | this suite" in table5 and "44.0" not in table5
+    (results / "a.json").unlink()
+    assert "Table 5" not in write_report(results, tmp_path / "report2").read_text()
+
+
 def test_report_refuses_records_without_provenance(tmp_path):
     record = fixed_record("finetune", {"top1": 1.0})
     del record["git_commit"]
