@@ -173,3 +173,12 @@ def test_activation_checkpointing_gives_the_same_gradients():
         sum(o.sum() for o in model(x)).backward()
     for (name, a), b in zip(plain.named_parameters(), cp.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_cae_style_encoder_takes_non_square_inputs_without_relative_bias():
+    """q/v bias and layer scale (BEiT blocks) but no relative bias: the detection setting for CAE files."""
+    cae = dict(TINY, qkv_bias="qv", layer_scale=True)
+    model = DenseViT(arch=cae, img_size=64, rel_pos_bias="none", out_indices=TAPS, norm="BN").eval()
+    assert model.encoder.beit_blocks
+    outs = model(torch.randn(1, 3, 64, 112))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 28), (8, 14), (4, 7), (2, 3)]

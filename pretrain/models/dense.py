@@ -109,6 +109,7 @@ class DenseViT(nn.Module):
                 nn.init.zeros_(block.attn.relative_position_bias_table)
         self.out_indices = tuple(out_indices)
         self.with_cp = with_cp
+        self.has_rel_pos_bias = rel_pos_bias != "none"
         self.pyramid = FeaturePyramid(source.embed_dim, norm)
         if state is not None:
             new_keys = frozenset(
@@ -156,12 +157,12 @@ class DenseViT(nn.Module):
         if imgs.shape[-2] % p or imgs.shape[-1] % p:
             raise ValueError(f"input {tuple(imgs.shape[-2:])} is not a multiple of the patch size {p}")
         grid = (imgs.shape[-2] // p, imgs.shape[-1] // p)
+        if grid != encoder.grid_size and self.has_rel_pos_bias:
+            raise ValueError(f"relative position bias is built for {encoder.grid_size} patches, got {grid}")
         x = encoder.patch_embed(imgs)
         if encoder.pos_embed is not None:
             pos = encoder.pos_embed
             if grid != encoder.grid_size:
-                if encoder.beit_blocks:
-                    raise ValueError(f"relative position bias is built for {encoder.grid_size} patches, got {grid}")
                 pos = resize_pos_embed(pos, grid)  # non-square: bicubic to the input grid
             x = x + pos[:, 1:]
             cls = encoder.cls_token + pos[:, :1]
