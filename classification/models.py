@@ -7,23 +7,17 @@ from mmengine.registry import MODELS
 from timm.data import Mixup
 from torch import nn
 
-from pretrain.checkpoints import BackboneArch, load_backbone_into, read_backbone
+from pretrain.checkpoints import backbone_source, load_state_dict_strictly
 
 
 def build_backbone(checkpoint: str | None, img_size: int, drop_path_rate: float = 0.0, arch: dict | None = None):
     """An encoder loaded strictly from a canonical file, or randomly initialised
     from ``arch`` (the random-init control). Returns (encoder, metadata)."""
-    if checkpoint:
-        arch_obj = read_backbone(checkpoint).arch
-        encoder = arch_obj.build(img_size=img_size, drop_path_rate=drop_path_rate)
-        return encoder, load_backbone_into(encoder, checkpoint).metadata | {"file": str(checkpoint)}
-    if arch is None:
-        raise ValueError(
-            "no backbone: set model.backbone.checkpoint to a canonical .safetensors file "
-            "(tools/train.py --backbone FILE), or model.backbone.arch for a random-init control"
-        )
-    arch_obj = BackboneArch(**{**arch, "grid": tuple(arch.get("grid", (14, 14)))})
-    return arch_obj.build(img_size=img_size, drop_path_rate=drop_path_rate), {"random_init": True}
+    source = backbone_source(checkpoint, arch)
+    encoder = source.arch.build(img_size=img_size, drop_path_rate=drop_path_rate)
+    if source.state_dict:
+        load_state_dict_strictly(encoder, source.state_dict, str(checkpoint))
+    return encoder, source.metadata
 
 
 @MODELS.register_module()

@@ -33,7 +33,7 @@ def load_records(results_dir: str | Path) -> list[dict]:
 
 
 def _measured_source(record: dict) -> str:
-    arch = BackboneArch(**{**record["backbone"]["arch"], "grid": tuple(record["backbone"]["arch"]["grid"])})
+    arch = BackboneArch.from_dict(record["backbone"]["arch"])
     return f"this suite: {record['data'].split(' (')[0]} data, {record['preset']} preset, {describe_arch(arch)}"
 
 

@@ -56,6 +56,16 @@ def build_runner(config: Path, work_dir: Path, options: dict, resume="auto"):
     return Runner.from_cfg(cfg)
 
 
+def jitter(module: torch.nn.Module, scale: float = 0.05) -> torch.nn.Module:
+    """Add seeded noise to every parameter and switch to eval mode: zero
+    relative tables, unit layer scales and zero biases would hide mapping mistakes."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return module.eval()
+
+
 def timm_vit_like(model) -> torch.nn.Module:
     """timm's own VisionTransformer with ``model``'s weights, loaded strictly: the
     independent reference for the project's encoder."""

@@ -22,19 +22,9 @@ from pretrain.checkpoints import (
 )
 from pretrain.models.pos_embed import resize_pos_embed
 
-from conftest import REPO, run_tool
+from conftest import REPO, jitter, run_tool
 
 IMG = 64
-
-
-def jitter(model: torch.nn.Module) -> torch.nn.Module:
-    """Random, non-default values everywhere (zero rel-pos tables, unit gammas and
-    zero biases would hide mapping mistakes)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def timm_vit() -> TimmViT:

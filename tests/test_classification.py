@@ -13,19 +13,11 @@ from classification.data import ImageNetClassification
 from classification.models import MixupDataPreprocessor, ViTClassifier
 from pretrain.checkpoints import convert, read_backbone, save_backbone
 
-from conftest import REPO, convert_source_layouts, run_tool
+from conftest import REPO, convert_source_layouts, jitter, run_tool
 
 TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, grid=(6, 6))
 FINETUNE = REPO / "classification/configs/vit-tiny-p16_finetune_1xb32-4e_synthetic.py"
 LINPROBE = REPO / "classification/configs/vit-tiny-p16_linprobe_1xb64-20e_synthetic.py"
-
-
-def jittered(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def mae_layer_id(name: str, num_layers: int = 12) -> int:
@@ -61,7 +53,7 @@ def test_layer_decay_groups_follow_mae():
 
 def test_finetune_head_equals_timm_global_pool_vit():
     """MAE fine-tuning = timm's ViT with global_pool='avg' and fc_norm (no final norm)."""
-    model = jittered(ViTClassifier(10, dict(arch=TINY, img_size=96)))
+    model = jitter(ViTClassifier(10, dict(arch=TINY, img_size=96)))
     ref = TimmViT(
         img_size=96,
         patch_size=16,
@@ -83,7 +75,7 @@ def test_finetune_head_equals_timm_global_pool_vit():
 
 
 def test_linear_probe_head_and_freezing():
-    model = jittered(ViTClassifier(10, dict(arch=TINY, img_size=96), head="linear"))
+    model = jitter(ViTClassifier(10, dict(arch=TINY, img_size=96), head="linear"))
     bn, _ = model.head
     assert not bn.affine and bn.eps == 1e-6
     assert all(not p.requires_grad for p in model.backbone.parameters())

@@ -10,15 +10,10 @@ from pretrain.checkpoints import BackboneKeyError, convert, save_backbone
 from pretrain.models import build_vit
 from pretrain.models.dense import DenseViT
 
+from conftest import jitter
+
 TINY = dict(patch_size=16, embed_dim=192, depth=4, num_heads=3, grid=(4, 4))
 TAPS = (0, 1, 2, 3)  # depth 4: every block feeds the pyramid
-
-
-def jitter(module: torch.nn.Module, scale: float = 0.05) -> None:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * scale)
 
 
 @pytest.fixture(scope="module")

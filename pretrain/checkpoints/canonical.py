@@ -47,6 +47,11 @@ class BackboneArch:
     grid: tuple[int, int] = (14, 14)  # patch grid of the stored position embedding / bias tables
     in_chans: int = 3
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "BackboneArch":
+        """From JSON metadata or a config dict (``grid`` may be a list; default 14x14)."""
+        return cls(**{**values, "grid": tuple(values.get("grid", (14, 14)))})
+
     def build(self, img_size: int | None = None, drop_path_rate: float = 0.0, **overrides) -> VisionTransformer:
         """An encoder with this architecture; ``img_size`` defaults to the stored grid.
         The position embedding is trainable (fine-tuning trains it, as MAE does).
@@ -128,13 +133,11 @@ def read_backbone(path: str | Path) -> CanonicalBackbone:
         raise NotCanonicalError(f"{path} has no {FORMAT} metadata; convert it with tools/convert_checkpoint.py")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise NotCanonicalError(f"{path}: format version {metadata.get('format_version')} is not {FORMAT_VERSION}")
-    arch = dict(metadata["arch"])
-    arch["grid"] = tuple(arch["grid"])
     with safe_open(str(path), framework="pt") as f:
         state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
     if weights_sha256(state_dict) != metadata["weights_sha256"]:
         raise NotCanonicalError(f"{path}: weights do not match the sha256 in the metadata (file corrupted?)")
-    return CanonicalBackbone(state_dict, BackboneArch(**arch), metadata)
+    return CanonicalBackbone(state_dict, BackboneArch.from_dict(metadata["arch"]), metadata)
 
 
 def load_state_dict_strictly(
@@ -166,6 +169,22 @@ def load_state_dict_strictly(
             f"shape mismatches {mismatched}"
         )
     model.load_state_dict(state_dict, strict=not new_keys)
+
+
+def backbone_source(checkpoint: str | Path | None, arch: dict | None = None) -> CanonicalBackbone:
+    """What a downstream model starts from: a canonical file, read and verified once
+    (metadata gains its ``file``), or - without a file - ``arch`` alone for a
+    random-init control (no weights, metadata ``random_init``)."""
+    if checkpoint:
+        backbone = read_backbone(checkpoint)
+        backbone.metadata = backbone.metadata | {"file": str(checkpoint)}
+        return backbone
+    if arch is None:
+        raise ValueError(
+            "no backbone: set model.backbone.checkpoint to a canonical .safetensors file "
+            "(tools/train.py --backbone FILE), or model.backbone.arch for a random-init control"
+        )
+    return CanonicalBackbone({}, BackboneArch.from_dict(arch), {"random_init": True})
 
 
 def load_backbone_into(model: torch.nn.Module, path: str | Path) -> CanonicalBackbone:

@@ -13,7 +13,7 @@ from timm.layers import resize_rel_pos_bias_table
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pretrain.checkpoints.canonical import BackboneArch, load_state_dict_strictly, read_backbone
+from pretrain.checkpoints.canonical import BackboneArch, backbone_source, load_state_dict_strictly
 from pretrain.models.pos_embed import resize_pos_embed
 
 NORMS = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}
@@ -74,18 +74,9 @@ class DenseViT(nn.Module):
         super().__init__()
         if rel_pos_bias not in ("per_block", "none"):
             raise ValueError(f"rel_pos_bias must be 'per_block' or 'none', got {rel_pos_bias!r}")
-        if checkpoint:
-            backbone = read_backbone(checkpoint)
-            source, state = backbone.arch, dict(backbone.state_dict)
-            self.backbone_meta = backbone.metadata | {"file": str(checkpoint)}
-        elif arch is not None:
-            source, state = BackboneArch(**{**arch, "grid": tuple(arch.get("grid", (14, 14)))}), None
-            self.backbone_meta = {"random_init": True}
-        else:
-            raise ValueError(
-                "no backbone: set model.backbone.checkpoint to a canonical .safetensors file "
-                "(tools/train.py --backbone FILE), or model.backbone.arch for a random-init control"
-            )
+        backbone = backbone_source(checkpoint, arch)
+        source, state = backbone.arch, backbone.state_dict or None
+        self.backbone_meta = backbone.metadata
         if rel_pos_bias == "none" and source.rel_pos_bias != "none":
             raise ValueError(
                 f"{checkpoint} was pretrained with {source.rel_pos_bias} relative position bias; "
