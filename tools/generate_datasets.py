@@ -1,12 +1,14 @@
-"""Write small synthetic datasets in the official layouts (deterministic from --seed).
+"""Write small datasets in the official layouts (deterministic from --seed).
 
 python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8] ...
 python tools/generate_datasets.py ade20k data/synthetic_ade [--train 40] ...
+python tools/generate_datasets.py real data/real32     # real images bundled in scikit-learn / scikit-image
 """
 
 import argparse
 import time
 
+from pretrain.data.real import write_real_datasets
 from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_coco_like, write_imagenet_like
 
 
@@ -34,6 +36,14 @@ def main() -> None:
     coco.add_argument("--width", type=int, default=160)
     coco.add_argument("--height", type=int, default=128)
     coco.add_argument("--seed", type=int, default=0)
+    real = sub.add_parser(
+        "real",
+        help="real 32 px images from scikit-learn / scikit-image: OUT/{digits,textures,faces}/{train,val}/<class>/ "
+        "and OUT/pretrain/train/ (recipe: pretrain/data/real.py)",
+    )
+    real.add_argument("out")
+    real.add_argument("--photo-crops", type=int, default=2000, help="unlabeled photograph crops for pretraining")
+    real.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     start = time.time()
@@ -43,8 +53,14 @@ def main() -> None:
         )
     elif args.kind == "ade20k":
         counts = write_ade20k_like(args.out, args.train, args.val, args.image_size, args.classes, args.seed)
-    else:
+    elif args.kind == "coco":
         counts = write_coco_like(args.out, args.train, args.val, (args.width, args.height), args.seed)
+    else:
+        try:
+            counts = write_real_datasets(args.out, args.seed, photo_crops_count=args.photo_crops, progress=print)
+        except FileExistsError as err:
+            raise SystemExit(f"error: {err}") from None
+        counts = counts["counts"]
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")
 
 

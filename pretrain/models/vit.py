@@ -17,8 +17,10 @@ from torch import nn
 
 from .pos_embed import sincos_2d
 
-# width, depth, heads, patch size (MAE / ViT paper sizes)
+# width, depth, heads, patch size (MAE / ViT paper sizes; "micro" is this
+# project's size for 32 px images in the small-scale reproduction)
 VIT_ARCHS: dict[str, dict[str, int]] = {
+    "micro": dict(embed_dim=128, depth=4, num_heads=4, patch_size=4),
     "tiny": dict(embed_dim=192, depth=12, num_heads=3, patch_size=16),
     "small": dict(embed_dim=384, depth=12, num_heads=6, patch_size=16),
     "base": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16),
