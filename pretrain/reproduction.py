@@ -3,7 +3,8 @@ pretrain a ViT-micro with MAE and with SdAE's teacher feedings under one budget,
 evaluate each encoder, and summarise over seeds.
 
 Every run goes through the same code as ``tools/train.py``: the repository's
-configs, ``prepare_config``, mmengine's Runner, the checkpoint converter.
+configs, ``prepare_config``, mmengine's Runner; trained students are converted
+to canonical files as users' checkpoints are (``pretrain.suite.prepare_backbone``).
 Evaluation per encoder (the student, as for every downstream stage):
 
 * linear probe - frozen features of the evaluation transform (class token after
@@ -30,6 +31,7 @@ from mmengine.runner import Runner
 from pretrain.checkpoints import CanonicalBackbone, save_backbone
 from pretrain.checkpoints.convert import infer_arch
 from pretrain.engine.runtime import prepare_config
+from pretrain.suite import prepare_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIGS = {
@@ -200,8 +202,8 @@ def _runner(
 def teacher_diagnostics(checkpoint: Path) -> dict:
     """Where the EMA teacher stands at the end of a run (empty for MAE), from its
     last checkpoint: ``teacher_student_distance`` = ||teacher - student|| /
-    ||student|| over the encoder (about 1.4 for two independent initialisations,
-    0 for a copy), and ``teacher_norm_affine_dev`` = the largest |gamma - 1| or
+    ||student|| over the encoder (0 for a copy, of order 1 for independent
+    initialisations), and ``teacher_norm_affine_dev`` = the largest |gamma - 1| or
     |beta| of the teacher's final LayerNorm (0 = the identity affine, under which
     the per-token target normalisation of Eq. 3 changes nothing)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -233,21 +235,21 @@ def pretrain(
     save the student encoder as a canonical file. Returns the pretraining facts."""
     config = PRETRAIN_CONFIGS[variant.config or "mae"]
     dataset_option = {"train_dataloader.dataset.data_root": str(data_root)}
-    metadata = dict(pretraining={"method": variant.name, "seed": seed})
-    path = work_dir / "student.safetensors"
     start = time.time()
     if variant.config is None:
         # The control is exactly the encoder every pretraining run starts from.
         runner = _runner(config, work_dir, seed, {**dataset_option, **options})
-        _save_student(runner.model, path, metadata)
+        path = work_dir / "student.safetensors"
+        _save_student(runner.model, path, dict(pretraining={"method": variant.name, "seed": seed}))
         return dict(backbone=str(path), pretrain_s=0.0, steps=0)
     runner = _runner(config, work_dir, seed, {**dataset_option, **variant.options, **options}, epochs=epochs)
     runner.train()
     history = runner.message_hub.get_scalar("train/loss")
     losses = [float(x) for x in history.data[0]]
-    _save_student(runner.model, path, metadata)
+    # The student leaves the run the way users' checkpoints do: through the converter.
+    backbone = prepare_backbone(str(last_checkpoint(work_dir)), work_dir)
     return dict(
-        backbone=str(path),
+        backbone=str(backbone),
         pretrain_s=round(time.time() - start, 1),
         steps=runner.iter,
         epochs=runner.epoch,

@@ -210,3 +210,24 @@ def test_teacher_diagnostics(tmp_path):
     assert found["teacher_norm_affine_dev"] == pytest.approx(0.5)
     torch.save({"state_dict": {f"sdae.student.{k}": v for k, v in student.items()}}, tmp_path / "mae.pth")
     assert teacher_diagnostics(tmp_path / "mae.pth") == {}
+
+
+def test_random_init_control_is_the_start_of_every_pretraining_run(tmp_path, real_data):
+    """Seed k's control equals the student that seed k's MAE and SdAE runs start from."""
+    from pretrain.checkpoints import read_backbone
+    from pretrain.reproduction import PRETRAIN_CONFIGS, VARIANTS, pretrain
+
+    from conftest import build_runner
+
+    data = real_data / "pretrain"
+    control = pretrain(VARIANTS["random-init"], 3, data, tmp_path / "control", {})
+    weights = read_backbone(control["backbone"]).state_dict
+    options = {"randomness.seed": 3, "train_dataloader.dataset.data_root": str(data)}
+    for name, config in PRETRAIN_CONFIGS.items():
+        runner = build_runner(config, tmp_path / name, options, resume=False)
+        student = runner.model.sdae.student.state_dict()
+        assert student.keys() == weights.keys()
+        for key, value in student.items():
+            assert torch.equal(value, weights[key]), f"{name}: {key} differs from the control"
+    other = pretrain(VARIANTS["random-init"], 4, data, tmp_path / "control4", {})
+    assert not torch.equal(read_backbone(other["backbone"]).state_dict["cls_token"], weights["cls_token"])
