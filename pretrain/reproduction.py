@@ -260,12 +260,10 @@ def pretrain(
 
 
 @torch.no_grad()
-def extract_features(backbone: Path, root: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def extract_features(encoder: torch.nn.Module, root: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class-token features, mean-patch features, labels) of a split, evaluation transform."""
     from classification.data import ImageNetClassification
-    from classification.models import build_backbone
 
-    encoder, _ = build_backbone(str(backbone), img_size=32)
     encoder.eval()
     dataset = ImageNetClassification(str(root), split, transform="eval", img_size=32)
     loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=False)
@@ -290,10 +288,13 @@ def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, 
 
 
 def linear_probes(backbone: Path, data: Path) -> dict[str, float]:
+    from classification.models import build_backbone
+
+    encoder, _ = build_backbone(str(backbone), img_size=32)
     results = {}
     for name in PROBE_SETS:
-        train_cls, train_avg, train_y = extract_features(backbone, data / name, "train")
-        val_cls, val_avg, val_y = extract_features(backbone, data / name, "val")
+        train_cls, train_avg, train_y = extract_features(encoder, data / name, "train")
+        val_cls, val_avg, val_y = extract_features(encoder, data / name, "val")
         results[f"linear_{name}"] = logistic_probe(train_cls, train_y, val_cls, val_y)
         results[f"linear_avg_{name}"] = logistic_probe(train_avg, train_y, val_avg, val_y)
     return results
@@ -329,10 +330,6 @@ def run_one(
         record = json.loads(record_path.read_text())
         if record.get("fingerprint") == key:
             say(f"{variant.name} seed {seed}: recorded, skipped ({record_path})")
-            if variant.config == "sdae" and "teacher_norm_affine_dev" not in record:
-                # records of an earlier version of this script: add the diagnostics from the checkpoint
-                record.update(teacher_diagnostics(last_checkpoint(work / "pretrain")))
-                _write_json(record_path, record)
             return record
         say(f"{variant.name} seed {seed}: the recorded run used other settings, running again")
     start = time.time()

@@ -77,6 +77,7 @@ def test_real_datasets_are_deterministic_and_refuse_mixing(real_data, tmp_path):
 def test_probe_features_are_timm_class_token(tmp_path, real_data):
     """The linear probe's feature is timm's class token after the final norm."""
     from classification.data import ImageNetClassification
+    from classification.models import build_backbone
     from pretrain.checkpoints import CanonicalBackbone, save_backbone
     from pretrain.checkpoints.convert import infer_arch
     from pretrain.models import build_vit
@@ -86,7 +87,8 @@ def test_probe_features_are_timm_class_token(tmp_path, real_data):
     vit = build_vit("micro", img_size=32, pos_embed="learned")
     path = tmp_path / "micro.safetensors"
     save_backbone(path, CanonicalBackbone(vit.state_dict(), infer_arch(vit.state_dict())))
-    cls, avg, labels = extract_features(path, real_data / "faces", "val")
+    encoder, _ = build_backbone(str(path), img_size=32)
+    cls, avg, labels = extract_features(encoder, real_data / "faces", "val")
     dataset = ImageNetClassification(str(real_data / "faces"), "val", transform="eval", img_size=32)
     images = torch.stack([dataset[i]["inputs"] for i in range(len(dataset))])
     with torch.no_grad():
