@@ -30,6 +30,8 @@ from mmengine.runner import Runner
 
 from pretrain.checkpoints import CanonicalBackbone, save_backbone
 from pretrain.checkpoints.convert import infer_arch
+from pretrain.engine.hooks import unwrap_model
+from pretrain.engine.results import write_json
 from pretrain.engine.runtime import prepare_config
 from pretrain.suite import prepare_backbone
 
@@ -134,10 +136,6 @@ DIAGNOSTICS = {
 }
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def fingerprint(
     variant: Variant,
     seed: int,
@@ -223,7 +221,7 @@ def last_checkpoint(work_dir: Path) -> Path:
 
 
 def _save_student(model: torch.nn.Module, path: Path, metadata: dict) -> Path:
-    state = {k: v.detach().clone() for k, v in _unwrap(model).sdae.student.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in unwrap_model(model).sdae.student.state_dict().items()}
     save_backbone(path, CanonicalBackbone(state, infer_arch(state), metadata))
     return path
 
@@ -353,15 +351,8 @@ def run_one(
         finetune_config=str(FINETUNE_CONFIG.relative_to(REPO)),
         finetune_options=finetune_options,
     )
-    _write_json(record_path, record)
+    write_json(record_path, record)
     return record
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

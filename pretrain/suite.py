@@ -24,6 +24,7 @@ from pretrain.checkpoints import (
     save_backbone,
 )
 from pretrain.checkpoints.canonical import BackboneArch, sha256_file
+from pretrain.engine.results import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("finetune", "linprobe", "ade20k", "coco")
@@ -153,10 +154,7 @@ def run_task(
         suite_wall_time_s=round(time.time() - start, 1),
         recorded_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(record_path)
+    write_json(record_path, record)
     return record, True
 
 

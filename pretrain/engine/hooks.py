@@ -13,7 +13,8 @@ from mmengine.runner import EpochBasedTrainLoop
 from pretrain.models import cosine_momentum
 
 
-def _unwrap(model):
+def unwrap_model(model):
+    """The model inside a DDP wrapper (or the model itself)."""
     return model.module if is_model_wrapper(model) else model
 
 
@@ -60,7 +61,7 @@ class TeacherEMAHook(Hook):
         )
 
     def before_train(self, runner) -> None:
-        if not getattr(_unwrap(runner.model), "has_teacher", False):
+        if not getattr(unwrap_model(runner.model), "has_teacher", False):
             raise ValueError(
                 "TeacherEMAHook is configured but the model has no teacher "
                 "(target='pixels' is the MAE baseline): remove the hook from custom_hooks"
@@ -71,7 +72,7 @@ class TeacherEMAHook(Hook):
 
     def _update(self, runner) -> None:
         momentum = self.momentum_at(runner.epoch, runner.max_epochs)
-        _unwrap(runner.model).update_teacher(momentum)
+        unwrap_model(runner.model).update_teacher(momentum)
         runner.message_hub.update_scalar("train/teacher_momentum", momentum)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

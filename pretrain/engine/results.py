@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+
+from .hooks import unwrap_model
 
 LIBRARIES = ("torch", "torchvision", "timm", "mmengine", "mmcv", "mmseg", "mmdet", "numpy")
 
@@ -40,6 +41,14 @@ def hardware() -> dict:
     return {"device": platform.processor() or platform.machine(), "gpus": 0}
 
 
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` atomically: a crash never leaves a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
 @HOOKS.register_module()
 class ResultsRecordHook(Hook):
     """After each validation / test, writes ``work_dir/result.json``: task,
@@ -59,7 +68,7 @@ class ResultsRecordHook(Hook):
     def _write(self, runner, split: str, metrics: dict | None) -> None:
         if runner.rank != 0 or not metrics:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         record = {
             "task": self.task,
             "split": split,
@@ -79,10 +88,7 @@ class ResultsRecordHook(Hook):
             record.update(epoch=runner.epoch, iter=runner.iter)
         else:  # a test run evaluates a saved checkpoint; touching runner.epoch would build the train loop
             record["checkpoint"] = runner.cfg.get("load_from")
-        path = Path(runner.work_dir) / "result.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-        tmp.replace(path)
+        write_json(Path(runner.work_dir) / "result.json", record)
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         self._write(runner, "val", metrics)
