@@ -7,7 +7,7 @@ from mmengine.registry import MODELS
 from timm.data import Mixup
 from torch import nn
 
-from pretrain.checkpoints import backbone_source, load_state_dict_strictly
+from pretrain.checkpoints import backbone_source, load_state_dict_strictly, pooled_norm
 
 
 def build_backbone(checkpoint: str | None, img_size: int, drop_path_rate: float = 0.0, arch: dict | None = None):
@@ -42,7 +42,9 @@ class ViTClassifier(BaseModel):
     encoder norm), LayerNorm, linear head (init std 2e-5), whole network trained.
     ``head="linear"``: MAE linear probing - class token after the final norm,
     BatchNorm1d without affine, linear head (init std 0.01); the encoder is frozen
-    and kept in eval mode.
+    and kept in eval mode. An encoder whose final norm acts on the mean patch token
+    (``final_norm="mean_pooled"``: BEiT/MAE fine-tuned) gives that instead of the
+    class token, and the fine-tuning LayerNorm starts from it.
 
     ``backbone``: ``checkpoint`` (canonical file), ``img_size``, ``drop_path_rate``,
     or ``arch`` instead of ``checkpoint`` for a randomly initialised encoder.
@@ -76,6 +78,8 @@ class ViTClassifier(BaseModel):
         self.label_smoothing = label_smoothing
         if head == "finetune":
             self.fc_norm = nn.LayerNorm(width, eps=1e-6)
+            if pooled_norm(self.backbone) is not None:  # a mean-pooling encoder's own final norm: start from it
+                self.fc_norm.load_state_dict(pooled_norm(self.backbone).state_dict())
             self.head = nn.Linear(width, num_classes)
             nn.init.trunc_normal_(self.head.weight, std=2e-5)
         else:
@@ -96,7 +100,10 @@ class ViTClassifier(BaseModel):
         if self.head_type == "finetune":
             return self.fc_norm(self.backbone.forward_tokens(tokens, final_norm=False)[:, 1:].mean(dim=1))
         with torch.no_grad():
-            return self.backbone.forward_tokens(tokens)[:, 0]
+            tokens = self.backbone.forward_tokens(tokens)
+            if pooled_norm(self.backbone) is not None:  # its feature is the normalised mean patch token
+                return pooled_norm(self.backbone)(tokens[:, 1:].mean(dim=1))
+            return tokens[:, 0]
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "tensor"):
         logits = self.head(self.features(inputs))

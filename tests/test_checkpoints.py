@@ -92,7 +92,7 @@ def test_official_mae_layout_needs_trust_then_converts(tmp_path):
         {
             "model": {**encoder_state(ref), **mae_decoder_keys()},
             "epoch": 799,
-            "args": argparse.Namespace(model="mae_vit_base_patch16"),
+            "args": argparse.Namespace(model="mae_vit_tiny_patch16"),
         },
         path,
     )
@@ -102,6 +102,9 @@ def test_official_mae_layout_needs_trust_then_converts(tmp_path):
     assert conversion.source_format == "official-mae"
     assert conversion.backbone.metadata["pretraining"] == {"method": "MAE", "epochs": 800}
     assert conversion.dropped == {"decoder_": 2, "mask_token": 1}
+    assert conversion.backbone.metadata["num_heads_from"] == "args.model='mae_vit_tiny_patch16' (" + (
+        "timm / MAE / DeiT / DINO / this project sizes)"
+    )
     encoder_matches(conversion, ref, tmp_path)
 
 
@@ -115,7 +118,7 @@ def test_official_sdae_student_and_teacher(tmp_path):
     assert convert(obj).source_format == "official-sdae"
     encoder_matches(convert(obj, "student"), student, tmp_path)
     conversion = convert(obj, "teacher")
-    assert conversion.dropped == {"head.": 2}
+    assert conversion.dropped == {"model_teacher.head.": 2}
     encoder_matches(conversion, teacher, tmp_path)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from pretrain.models.pos_embed import resize_pos_embed
 from pretrain.models.vit import VisionTransformer
@@ -18,6 +19,7 @@ from pretrain.models.vit import VisionTransformer
 FORMAT = "sdae-suite/vit-backbone"
 FORMAT_VERSION = 1
 METADATA_KEY = "sdae_suite"
+FINAL_NORMS = ("tokens", "mean_pooled")
 
 
 class BackboneKeyError(KeyError):
@@ -46,6 +48,11 @@ class BackboneArch:
     abs_pos_embed: bool = True
     grid: tuple[int, int] = (14, 14)  # patch grid of the stored position embedding / bias tables
     in_chans: int = 3
+    # Where the encoder's final LayerNorm acts: "tokens" - on every token (``norm``; timm
+    # global_pool="token", MAE/SdAE pretraining, BEiT with a class-token head); "mean_pooled" -
+    # on the mean of the patch tokens only (``fc_norm``; timm global_pool="avg", BEiT and MAE
+    # fine-tuned with mean pooling), the tokens themselves see no final norm.
+    final_norm: str = "tokens"
 
     @classmethod
     def from_dict(cls, values: dict) -> "BackboneArch":
@@ -56,7 +63,13 @@ class BackboneArch:
         """An encoder with this architecture; ``img_size`` defaults to the stored grid.
         The position embedding is trainable (fine-tuning trains it, as MAE does).
         ``overrides`` replace VisionTransformer arguments (dense backbones add
-        relative position bias or layer scale)."""
+        relative position bias or layer scale).
+
+        A ``final_norm="mean_pooled"`` encoder has ``norm`` = identity and its LayerNorm
+        as ``fc_norm``, which consumers apply to the mean patch token (timm's layout and
+        semantics for global_pool="avg")."""
+        if self.final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
         kwargs = dict(
             img_size=img_size or self.grid[0] * self.patch_size,
             patch_size=self.patch_size,
@@ -71,7 +84,17 @@ class BackboneArch:
             layer_scale=1.0 if self.layer_scale else None,  # overwritten by the loaded values
             rel_pos_bias=self.rel_pos_bias,
         )
-        return VisionTransformer(**{**kwargs, **overrides})
+        model = VisionTransformer(**{**kwargs, **overrides})
+        if self.final_norm == "mean_pooled":
+            model.fc_norm = model.norm
+            model.norm = nn.Identity()
+        return model
+
+
+def pooled_norm(encoder: nn.Module) -> nn.Module | None:
+    """The LayerNorm a ``final_norm="mean_pooled"`` encoder applies to its mean patch
+    token, or None for encoders whose final norm acts on every token."""
+    return getattr(encoder, "fc_norm", None)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -116,8 +139,14 @@ def save_backbone(path: str | Path, backbone: CanonicalBackbone) -> dict:
 
 def read_metadata(path: str | Path) -> dict | None:
     """The suite's metadata of a safetensors file, or None if it has none."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(METADATA_KEY)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as err:  # safetensors raises its own error type for damaged headers
+        raise NotCanonicalError(
+            f"{path} cannot be read as safetensors ({str(err).splitlines()[0]}): truncated or damaged? "
+            "copy or convert it again"
+        ) from None
     return None if raw is None else json.loads(raw)
 
 
@@ -133,11 +162,56 @@ def read_backbone(path: str | Path) -> CanonicalBackbone:
         raise NotCanonicalError(f"{path} has no {FORMAT} metadata; convert it with tools/convert_checkpoint.py")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise NotCanonicalError(f"{path}: format version {metadata.get('format_version')} is not {FORMAT_VERSION}")
-    with safe_open(str(path), framework="pt") as f:
-        state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except Exception as err:
+        raise NotCanonicalError(
+            f"{path}: its tensors cannot be read ({str(err).splitlines()[0]}); convert it again"
+        ) from None
     if weights_sha256(state_dict) != metadata["weights_sha256"]:
         raise NotCanonicalError(f"{path}: weights do not match the sha256 in the metadata (file corrupted?)")
     return CanonicalBackbone(state_dict, BackboneArch.from_dict(metadata["arch"]), metadata)
+
+
+def key_differences(
+    expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], optional: frozenset[str] = frozenset()
+) -> tuple[list[str], list[str], list[str]]:
+    """Keys of ``expected`` absent from ``state_dict`` (but ``optional``), keys it does
+    not expect, and ``"key: file (shape) vs model (shape)"`` for shared keys whose shapes differ."""
+    missing = sorted(expected.keys() - state_dict.keys() - optional)
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    mismatched = sorted(
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected.keys() & state_dict.keys()
+        if state_dict[k].shape != expected[k].shape
+    )
+    return missing, unexpected, mismatched
+
+
+def check_complete_encoder(state_dict: dict[str, torch.Tensor], arch: BackboneArch, source: str) -> None:
+    """Raise :class:`BackboneKeyError` unless ``state_dict`` is exactly the encoder ``arch``
+    builds: every key present, no other key, every shape right. The encoder is built
+    on the meta device, so this costs no memory whatever its size."""
+    with torch.device("meta"):
+        expected = arch.build().state_dict()
+    missing, unexpected, mismatched = key_differences(expected, state_dict)
+    if missing or unexpected or mismatched:
+        parts = [
+            f"{what} {_first(keys)}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
+            if keys
+        ]
+        raise BackboneKeyError(
+            f"{source} is not a complete encoder of the architecture its weights imply "
+            f"(width {arch.embed_dim}, depth {arch.depth}, patch {arch.patch_size}, grid {arch.grid}): "
+            + "; ".join(parts)
+        )
+
+
+def _first(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}]" + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def load_state_dict_strictly(
@@ -156,13 +230,7 @@ def load_state_dict_strictly(
         grid = getattr(model, "grid_size", None)
         if grid is not None and state_dict["pos_embed"].shape != expected["pos_embed"].shape:
             state_dict["pos_embed"] = resize_pos_embed(state_dict["pos_embed"], grid)
-    missing = sorted(expected.keys() - state_dict.keys() - new_keys)
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    mismatched = sorted(
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected.keys() & state_dict.keys()
-        if state_dict[k].shape != expected[k].shape
-    )
+    missing, unexpected, mismatched = key_differences(expected, state_dict, new_keys)
     if missing or unexpected or mismatched:
         raise BackboneKeyError(
             f"{source} does not fit the encoder: missing keys {missing}; unexpected keys {unexpected}; "
