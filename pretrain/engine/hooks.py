@@ -29,6 +29,15 @@ class TeacherEMAHook(Hook):
     optional linear warm-up from ``warmup_momentum`` over ``warmup_epochs``.
     Per-iteration EMA needs momenta much closer to 1 (paper, Fig. 4a).
 
+    ``interval="count"`` keeps the published *number* of updates whatever the
+    run length: ``num_updates`` updates (300, one per published epoch) spread
+    evenly over the run's iterations, the k-th after iteration
+    ``ceil((k + 1) * max_iters / num_updates)`` with the momentum the published
+    schedule gives epoch k of ``num_updates`` (``warmup_epochs`` counts updates
+    here). A run shorter than ``num_updates`` iterations applies several
+    updates after one step, in order. Per-epoch updates of a 6-epoch run are 6
+    updates, not the published teacher; this mode is.
+
     Runs before the checkpoint hook, so a saved teacher includes the update.
     """
 
@@ -41,9 +50,12 @@ class TeacherEMAHook(Hook):
         final_momentum: float = 0.99,
         warmup_epochs: int = 0,
         warmup_momentum: float = 0.0,
+        num_updates: int = 300,
     ) -> None:
-        if interval not in ("epoch", "iter"):
-            raise ValueError(f"TeacherEMAHook interval must be 'epoch' or 'iter', got {interval!r}")
+        if interval not in ("epoch", "iter", "count"):
+            raise ValueError(f"TeacherEMAHook interval must be 'epoch', 'iter' or 'count', got {interval!r}")
+        if num_updates < 1:
+            raise ValueError(f"TeacherEMAHook num_updates must be >= 1, got {num_updates}")
         for name, value in dict(
             momentum=momentum, final_momentum=final_momentum, warmup_momentum=warmup_momentum
         ).items():
@@ -54,6 +66,8 @@ class TeacherEMAHook(Hook):
         self.final_momentum = final_momentum
         self.warmup_epochs = warmup_epochs
         self.warmup_momentum = warmup_momentum
+        self.num_updates = num_updates
+        self.updates_done = 0  # count mode: updates applied so far
 
     def momentum_at(self, epoch: int, max_epochs: int) -> float:
         return cosine_momentum(
@@ -68,7 +82,15 @@ class TeacherEMAHook(Hook):
             )
         if not isinstance(runner.train_loop, EpochBasedTrainLoop):
             raise ValueError("TeacherEMAHook follows a per-epoch schedule: use an EpochBasedTrainLoop")
-        self.momentum_at(0, runner.max_epochs)  # validates warmup_epochs against the run length
+        if self.interval == "count":
+            self.momentum_at(0, self.num_updates)  # validates warmup_epochs against the update count
+            self.updates_done = self.updates_due(runner.iter, runner.max_iters)  # resumed runs
+        else:
+            self.momentum_at(0, runner.max_epochs)  # validates warmup_epochs against the run length
+
+    def updates_due(self, iters_done: int, max_iters: int) -> int:
+        """Count mode: how many of the ``num_updates`` updates belong to the first ``iters_done`` iterations."""
+        return self.num_updates * iters_done // max_iters
 
     def _update(self, runner) -> None:
         momentum = self.momentum_at(runner.epoch, runner.max_epochs)
@@ -76,8 +98,18 @@ class TeacherEMAHook(Hook):
         runner.message_hub.update_scalar("train/teacher_momentum", momentum)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.interval == "iter" and runner.optim_wrapper.should_update():
+        if not runner.optim_wrapper.should_update():
+            return  # mid-accumulation: the student has not stepped
+        if self.interval == "iter":
             self._update(runner)
+        elif self.interval == "count":
+            model = unwrap_model(runner.model)
+            due = self.updates_due(runner.iter + 1, runner.max_iters)
+            for k in range(self.updates_done, due):
+                momentum = self.momentum_at(k, self.num_updates)
+                model.update_teacher(momentum)
+                runner.message_hub.update_scalar("train/teacher_momentum", momentum)
+            self.updates_done = due
 
     def after_train_epoch(self, runner) -> None:
         if self.interval == "epoch":

@@ -11,7 +11,7 @@ from .ema import ema_update_
 from .losses import LossAxis, cosine_loss, masked_pixel_loss, normalize_per_token
 from .masking import PatchMask, gather_tokens, random_patch_mask
 from .teacher import TeacherInput, teacher_targets
-from .vit import VIT_ARCHS, build_vit
+from .vit import VIT_ARCHS, build_vit, timm_0_3_2_init_
 
 
 class SdAE(nn.Module):
@@ -25,8 +25,9 @@ class SdAE(nn.Module):
         decoder: ``embed_dim`` / ``depth`` / ``num_heads`` of the decoder.
         target: ``"teacher"`` (SdAE) or ``"pixels"`` (MAE baseline, no teacher).
         teacher_input: how the teacher is fed, see :class:`TeacherInput`.
-        teacher_init: ``"random"`` - an independent, randomly initialised ViT with
-            a learned position embedding, as published - or ``"student"`` (a copy).
+        teacher_init: ``"random"`` - an independent ViT with a learned position
+            embedding, initialised as timm 0.3.2 initialises a ViT (the published
+            teacher) - or ``"student"`` (a copy).
         normalize_target: per-token normalisation of the teacher output (Eq. 3).
         loss_axis: ``"token"`` (Eq. 4, published multi-fold path) or ``"feature"``.
         norm_pix_loss: MAE baseline only: normalise each target patch.
@@ -72,6 +73,8 @@ class SdAE(nn.Module):
             self.teacher = build_vit(arch, img_size=img_size, drop_path_rate=0.0, pos_embed=pos_embed)
             if teacher_init == "student":
                 self.teacher.load_state_dict(self.student.state_dict())
+            else:
+                timm_0_3_2_init_(self.teacher)
             self.teacher.requires_grad_(False)
             self.teacher.eval()
         else:

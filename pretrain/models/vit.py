@@ -18,9 +18,11 @@ from torch import nn
 from .pos_embed import sincos_2d
 
 # width, depth, heads, patch size (MAE / ViT paper sizes; "micro" is this
-# project's size for 32 px images in the small-scale reproduction)
+# project's size for 32 px images in the small-scale reproduction, "micro-p8" the
+# same encoder with 8 px patches for the 64-128 px images of the real-image mini suite)
 VIT_ARCHS: dict[str, dict[str, int]] = {
     "micro": dict(embed_dim=128, depth=4, num_heads=4, patch_size=4),
+    "micro-p8": dict(embed_dim=128, depth=4, num_heads=4, patch_size=8),
     "tiny": dict(embed_dim=192, depth=12, num_heads=3, patch_size=16),
     "small": dict(embed_dim=384, depth=12, num_heads=6, patch_size=16),
     "base": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16),
@@ -81,6 +83,7 @@ class VisionTransformer(nn.Module):
                 "qkv_bias='qv' (a key bias never changes attention, so dropping it is exact)"
             )
         self.embed_dim = embed_dim
+        self.pos_embed_kind = pos_embed
         # dynamic_img_size: accept any input that is a multiple of the patch size (dense tasks)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=not dynamic_img_size)
         self.num_patches = self.patch_embed.num_patches
@@ -183,6 +186,29 @@ class VisionTransformer(nn.Module):
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """Whole image: (B, 1 + N, D)."""
         return self.forward_tokens(self.embed_patches(imgs))
+
+
+@torch.no_grad()
+def timm_0_3_2_init_(vit: VisionTransformer) -> VisionTransformer:
+    """Re-initialise ``vit`` as timm 0.3.2's ``VisionTransformer`` does - the
+    initialisation of the published SdAE teacher, which is such a model:
+    truncated normal (std 0.02) for every linear weight with zero bias, PyTorch's
+    default ``Conv2d`` initialisation for the patch projection, truncated normal
+    (std 0.02) for the class token and a learnable position embedding, LayerNorm
+    at identity. (The student keeps MAE's xavier / sin-cos initialisation.)"""
+    nn.init.trunc_normal_(vit.cls_token, std=0.02)
+    if vit.pos_embed_kind == "learned":  # a fixed sin-cos table stays as it is
+        nn.init.trunc_normal_(vit.pos_embed, std=0.02)
+    for module in vit.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    vit.patch_embed.proj.reset_parameters()  # torch's default: kaiming-uniform(a=sqrt(5)) + uniform bias
+    return vit
 
 
 def build_vit(arch: str, **kwargs) -> VisionTransformer:
