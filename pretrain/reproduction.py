@@ -32,7 +32,7 @@ from pretrain.checkpoints import CanonicalBackbone, save_backbone
 from pretrain.checkpoints.convert import infer_arch
 from pretrain.engine.hooks import unwrap_model
 from pretrain.engine.results import write_json
-from pretrain.engine.runtime import prepare_config
+from pretrain.engine.runtime import prepare_config, set_epochs
 from pretrain.suite import prepare_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,17 @@ VARIANTS = {
             {
                 **_folds(3),
                 "custom_hooks": [dict(type="TeacherEMAHook", interval="iter", momentum=0.96, final_momentum=0.99)],
+            },
+        ),
+        Variant(
+            "multi-fold-3-ema-count",
+            "SdAE, multi-fold t=3, published 300 EMA updates",
+            "sdae",
+            {
+                **_folds(3),
+                "custom_hooks": [
+                    dict(type="TeacherEMAHook", interval="count", num_updates=300, momentum=0.96, final_momentum=0.99)
+                ],
             },
         ),
         Variant(
@@ -163,22 +174,6 @@ def fingerprint(
     return h.hexdigest()[:16]
 
 
-def set_epochs(cfg, epochs: int) -> None:
-    """Stretch a config's epoch schedule to ``epochs``: the run length and every
-    scheduler that ended with the run (warm-up is kept)."""
-    old = cfg.train_cfg.max_epochs
-    cfg.train_cfg.max_epochs = epochs
-    for scheduler in cfg.param_scheduler:
-        if scheduler.get("end") == old:
-            if scheduler.get("begin", 0) >= epochs:
-                raise ValueError(
-                    f"{epochs} epochs leave no room for {scheduler['type']} starting at epoch {scheduler['begin']}"
-                )
-            scheduler["end"] = epochs
-            if "T_max" in scheduler:
-                scheduler["T_max"] = epochs - scheduler.get("begin", 0)
-
-
 def _runner(
     config: Path, work_dir: Path, seed: int, options: dict, backbone: Path | None = None, epochs: int | None = None
 ) -> Runner:
@@ -226,21 +221,26 @@ def _save_student(model: torch.nn.Module, path: Path, metadata: dict) -> Path:
     return path
 
 
-def pretrain(
-    variant: Variant, seed: int, data_root: Path, work_dir: Path, options: dict, epochs: int | None = None
+def pretrain_from_config(
+    config: Path,
+    seed: int,
+    data_root: Path,
+    work_dir: Path,
+    options: dict,
+    epochs: int | None = None,
+    control_name: str | None = None,
 ) -> dict:
-    """Train one variant (or, for the control, only build its initial model) and
-    save the student encoder as a canonical file. Returns the pretraining facts."""
-    config = PRETRAIN_CONFIGS[variant.config or "mae"]
-    dataset_option = {"train_dataloader.dataset.data_root": str(data_root)}
+    """Train ``config`` with ``seed`` on ``data_root`` and convert its student to a
+    canonical file; with ``control_name``, only build the model and save its initial
+    student (the random-init control: exactly the encoder the runs start from).
+    Returns the pretraining facts (backbone file, time, steps, losses, teacher state)."""
+    options = {"train_dataloader.dataset.data_root": str(data_root), **options}
     start = time.time()
-    if variant.config is None:
-        # The control is exactly the encoder every pretraining run starts from.
-        runner = _runner(config, work_dir, seed, {**dataset_option, **options})
+    runner = _runner(config, work_dir, seed, options, epochs=epochs)
+    if control_name is not None:
         path = work_dir / "student.safetensors"
-        _save_student(runner.model, path, dict(pretraining={"method": variant.name, "seed": seed}))
+        _save_student(runner.model, path, dict(pretraining={"method": control_name, "seed": seed}))
         return dict(backbone=str(path), pretrain_s=0.0, steps=0)
-    runner = _runner(config, work_dir, seed, {**dataset_option, **variant.options, **options}, epochs=epochs)
     runner.train()
     history = runner.message_hub.get_scalar("train/loss")
     losses = [float(x) for x in history.data[0]]
@@ -254,6 +254,19 @@ def pretrain(
         first_loss=round(float(np.mean(losses[:5])), 4),
         final_loss=round(float(np.mean(losses[-5:])), 4),
         **teacher_diagnostics(last_checkpoint(work_dir)),
+    )
+
+
+def pretrain(
+    variant: Variant, seed: int, data_root: Path, work_dir: Path, options: dict, epochs: int | None = None
+) -> dict:
+    """Train one variant (or, for the control, only build its initial model)."""
+    if variant.config is None:
+        return pretrain_from_config(
+            PRETRAIN_CONFIGS["mae"], seed, data_root, work_dir, options, control_name=variant.name
+        )
+    return pretrain_from_config(
+        PRETRAIN_CONFIGS[variant.config], seed, data_root, work_dir, {**variant.options, **options}, epochs
     )
 
 

@@ -44,6 +44,15 @@ PRESETS: dict[str, dict[str, Recipe]] = {
         "ade20k": Recipe("segmentation/configs/upernet_vit-tiny-p16_1xb4-40it_synthetic-128x128.py", "synthetic"),
         "coco": Recipe("detection/configs/mask-rcnn_vit-tiny-p16_fpn_1xb2-2e_synthetic.py", "synthetic"),
     },
+    # The full recipes shrunk (model, resolution, schedule) for the real-image mini suite
+    # (pretrain/data/real_suite.py; a ViT-micro with 8 px patches): the same pipelines,
+    # losses and metrics; tests/test_real_suite.py lists the keys that may differ.
+    "real": {
+        "finetune": Recipe("classification/configs/real/vit-micro-p8_finetune_1xb128-30e_realsuite64.py", "real"),
+        "linprobe": Recipe("classification/configs/real/vit-micro-p8_linprobe_1xb256-30e_realsuite64.py", "real"),
+        "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-1k_realsuite-128x128.py", "real"),
+        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-12e_realsuite.py", "real"),
+    },
     "full": {
         "finetune": Recipe("classification/configs/vit-base-p16_finetune_8xb128-amp-100e_in1k.py", "ImageNet-1k"),
         "linprobe": Recipe("classification/configs/vit-base-p16_linprobe_8xb2048-amp-90e_in1k.py", "ImageNet-1k"),
@@ -114,19 +123,29 @@ def record_key(weights_sha: str, preset: str, task: str, config: Path, options: 
 
 
 def run_task(
-    task: str, backbone: Path, out: Path, preset: str, data_root: Path, gpus: int, label: str
+    task: str,
+    backbone: Path,
+    out: Path,
+    preset: str,
+    data_root: Path,
+    gpus: int,
+    label: str,
+    amp: str | None = None,
 ) -> tuple[dict, bool]:
-    """Run one task unless it is recorded already; returns (record, ran)."""
+    """Run one task unless it is recorded already; returns (record, ran). ``amp``
+    overrides the config's precision (``tools/train.py --amp``; part of the key)."""
     recipe = PRESETS[preset][task]
     config = REPO / recipe.config
     options = data_options(task, data_root)
     weights_sha = read_backbone(backbone).metadata["weights_sha256"]
-    key = record_key(weights_sha, preset, task, config, options)
+    key = record_key(weights_sha, preset, task, config, options + ([f"--amp={amp}"] if amp else []))
     record_path = out / "results" / f"{key}.json"
     if record_path.exists():
         return json.loads(record_path.read_text()), False
     work_dir = out / "work" / key
-    train_args = [str(config), "--backbone", str(backbone), "--work-dir", str(work_dir), "--cfg-options", *options]
+    train_args = [str(config), "--backbone", str(backbone), "--work-dir", str(work_dir)]
+    train_args += ["--amp", amp] if amp else []
+    train_args += ["--cfg-options", *options]
     if gpus > 1:
         cmd = ["bash", str(REPO / "tools/dist_train.sh"), str(config), str(gpus), *train_args[1:]]
     else:
@@ -176,6 +195,7 @@ def run_suite(
     label: str | None = None,
     select: str = "student",
     trust_pickle: bool = False,
+    amp: str | None = None,
 ) -> list[dict]:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -191,7 +211,7 @@ def run_suite(
     records = []
     for i, task in enumerate(tasks, 1):
         print(f"[suite {i}/{len(tasks)}] {label}: {task} ...", flush=True)
-        record, ran = run_task(task, backbone, out, preset, Path(data[DATASETS[task]]), gpus, label)
+        record, ran = run_task(task, backbone, out, preset, Path(data[DATASETS[task]]), gpus, label, amp)
         verb = f"done in {record['suite_wall_time_s']:.0f}s" if ran else "already recorded, skipped"
         print(f"[suite {i}/{len(tasks)}] {label}: {task} {verb}: {headline(task, record['metrics'])}", flush=True)
         records.append(record)

@@ -3,12 +3,14 @@
 python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8] ...
 python tools/generate_datasets.py ade20k data/synthetic_ade [--train 40] ...
 python tools/generate_datasets.py real data/real32     # real images bundled in scikit-learn / scikit-image
+python tools/generate_datasets.py realsuite data/realsuite  # the real-image mini suite (ImageNet/ADE20K/COCO layouts)
 """
 
 import argparse
 import time
 
 from pretrain.data.real import write_real_datasets
+from pretrain.data.real_suite import write_real_suite
 from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_coco_like, write_imagenet_like
 
 
@@ -44,6 +46,14 @@ def main() -> None:
     real.add_argument("out")
     real.add_argument("--photo-crops", type=int, default=2000, help="unlabeled photograph crops for pretraining")
     real.add_argument("--seed", type=int, default=0)
+    suite = sub.add_parser(
+        "realsuite",
+        help="the real-image mini suite: OUT/imagenet (materials), OUT/ade (ADEChallengeData2016: material mosaics), "
+        "OUT/coco (digits, faces, coins on materials), OUT/pretrain (the train splits, unlabelled); "
+        "recipe: pretrain/data/real_suite.py",
+    )
+    suite.add_argument("out")
+    suite.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     start = time.time()
@@ -57,10 +67,13 @@ def main() -> None:
         counts = write_coco_like(args.out, args.train, args.val, (args.width, args.height), args.seed)
     else:
         try:
-            counts = write_real_datasets(args.out, args.seed, photo_crops_count=args.photo_crops, progress=print)
+            if args.kind == "real":
+                recipe = write_real_datasets(args.out, args.seed, photo_crops_count=args.photo_crops, progress=print)
+            else:
+                recipe = write_real_suite(args.out, args.seed, progress=print)
         except FileExistsError as err:
             raise SystemExit(f"error: {err}") from None
-        counts = counts["counts"]
+        counts = recipe["counts"]
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")
 
 

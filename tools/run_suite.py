@@ -1,27 +1,31 @@
 """One command from a checkpoint to every downstream number.
 
-    python tools/run_suite.py --checkpoint FILE --preset mini|full [--tasks finetune,linprobe,ade20k,coco]
-                              [--data imagenet=DIR ade20k=DIR coco=DIR] [--gpus N] [--out DIR] [--label NAME]
+    python tools/run_suite.py --checkpoint FILE --preset mini|real|full [--tasks finetune,linprobe,ade20k,coco]
+                              [--data imagenet=DIR ade20k=DIR coco=DIR] [--gpus N] [--amp bf16|fp16|none]
+                              [--out DIR] [--label NAME]
 
 FILE: anything tools/convert_checkpoint.py understands (converted once), a
 canonical .safetensors file, or random:<arch> (e.g. random:tiny) for a
 random-init control. Results go to OUT/results/*.json, one record per task;
 tasks already recorded for the same weights, preset and config are skipped, so
 an interrupted suite resumes where it stopped. mini = ViT-tiny recipes on small
-data (e.g. tools/generate_datasets.py); full = the paper's ViT-B recipes.
+synthetic data (tools/generate_datasets.py imagenet|ade20k|coco); real = the full
+recipes shrunk to a ViT-micro (8 px patches) on the real-image datasets
+(tools/generate_datasets.py realsuite DIR; --data imagenet=DIR/imagenet
+ade20k=DIR/ade coco=DIR/coco); full = the paper's ViT-B recipes.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from pretrain.suite import TASKS, run_suite
+from pretrain.suite import PRESETS, TASKS, run_suite
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--preset", choices=["mini", "full"], default="mini")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="mini")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument(
         "--data",
@@ -36,6 +40,12 @@ def main() -> int:
     parser.add_argument("--label", help="name of this checkpoint in the report (default: its pretraining method)")
     parser.add_argument("--select", choices=["student", "teacher"], default="student")
     parser.add_argument("--trust-pickle", action="store_true")
+    parser.add_argument(
+        "--amp",
+        choices=["bf16", "fp16", "none"],
+        help="precision for every task (tools/train.py --amp; default: each config's own, which is bf16 for "
+        "the real and full presets and needs a GPU; none = fp32, e.g. on a CPU)",
+    )
     args = parser.parse_args()
     data = {}
     for item in args.data:
@@ -54,6 +64,7 @@ def main() -> int:
             args.label,
             args.select,
             args.trust_pickle,
+            args.amp,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -51,6 +51,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--backbone", metavar="FILE.safetensors", help="downstream stages: the canonical backbone file to start from"
     )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="stretch the config's epoch schedule to N epochs (run length, schedulers ending with it, "
+        "validation interval); a bare cfg-option train_cfg.max_epochs would leave the schedulers as they are",
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     return parser.parse_args()
 
@@ -59,7 +65,14 @@ def main() -> None:
     args = parse_args()
     try:
         cfg, lr_line = prepare_config(
-            args.config, args.work_dir, args.resume, args.amp, args.cfg_options, args.launcher, args.backbone
+            args.config,
+            args.work_dir,
+            args.resume,
+            args.amp,
+            args.cfg_options,
+            args.launcher,
+            args.backbone,
+            args.epochs,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -1,0 +1,1 @@
+"""Studies that span the stages (above them: the core imports none of this)."""
