@@ -48,10 +48,10 @@ PRESETS: dict[str, dict[str, Recipe]] = {
     # (pretrain/data/real_suite.py; a ViT-micro with 8 px patches): the same pipelines,
     # losses and metrics; tests/test_real_suite.py lists the keys that may differ.
     "real": {
-        "finetune": Recipe("classification/configs/real/vit-micro-p8_finetune_1xb128-30e_realsuite64.py", "real"),
+        "finetune": Recipe("classification/configs/real/vit-micro-p8_finetune_1xb128-20e_realsuite64.py", "real"),
         "linprobe": Recipe("classification/configs/real/vit-micro-p8_linprobe_1xb256-30e_realsuite64.py", "real"),
-        "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-1k_realsuite-128x128.py", "real"),
-        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-12e_realsuite.py", "real"),
+        "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-300it_realsuite-128x128.py", "real"),
+        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-4e_realsuite.py", "real"),
     },
     "full": {
         "finetune": Recipe("classification/configs/vit-base-p16_finetune_8xb128-amp-100e_in1k.py", "ImageNet-1k"),

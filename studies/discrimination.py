@@ -32,8 +32,8 @@ from pretrain.reproduction import last_checkpoint, mean_std, pretrain_from_confi
 from pretrain.suite import DATASETS, REPO, prepare_backbone, run_task
 
 PRETRAIN_CONFIGS = {
-    "sdae": REPO / "pretrain/configs/real/sdae_vit-micro-p8_1xb128-40e_realsuite64.py",
-    "mae": REPO / "pretrain/configs/real/mae_vit-micro-p8_1xb128-40e_realsuite64.py",
+    "sdae": REPO / "pretrain/configs/real/sdae_vit-micro-p8_1xb128-30e_realsuite64.py",
+    "mae": REPO / "pretrain/configs/real/mae_vit-micro-p8_1xb128-30e_realsuite64.py",
 }
 # (record key, heading, scale applied to the stage's number)
 METRICS = (
@@ -78,7 +78,7 @@ METHODS = {
         ),
     )
 }
-DEFAULT_METHODS = (CONTROL, "mae", "sdae", "sdae-per-epoch")
+DEFAULT_METHODS = (CONTROL, "mae", "sdae")
 
 
 def build_data(

@@ -46,6 +46,9 @@ def test_sdae_vit_b_recipe():
     assert (m.target, m.teacher_init, m.normalize_target, m.loss_axis) == ("teacher", "random", True, "token")
     opt = cfg.optim_wrapper
     assert (opt.type, opt.dtype) == ("AmpOptimWrapper", "bfloat16")
+    # bf16 needs no loss scaler; the fused optimizer skips steps on the device (DeferredLossHook)
+    assert opt.loss_scale == dict(enabled=False) and opt.optimizer.fused is True
+    assert cfg.default_hooks.deferred_loss == dict(type="DeferredLossHook")
     assert opt.optimizer.type == "AdamW" and tuple(opt.optimizer.betas) == (0.9, 0.95)
     assert opt.optimizer.weight_decay == 0.04
     warmup, cosine = cfg.param_scheduler

@@ -177,3 +177,36 @@ def test_cae_style_encoder_takes_non_square_inputs_without_relative_bias():
     assert model.encoder.beit_blocks
     outs = model(torch.randn(1, 3, 64, 112))
     assert [tuple(o.shape[-2:]) for o in outs] == [(16, 28), (8, 14), (4, 7), (2, 3)]
+
+
+def dense_loss_and_grads(model: DenseViT, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    weights = torch.Generator().manual_seed(1)
+    loss = sum((o * torch.randn(o.shape, generator=weights)).sum() for o in model(x))
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("rel_pos_bias,cpu_kernel", [("per_block", "math"), ("none", "flash_cpu")])
+def test_training_attention_equals_the_explicit_form(rel_pos_bias, cpu_kernel):
+    """SDPA in training, with the learnable per-block relative bias as its additive mask
+    (ADE20K) or without (COCO), against timm's explicit softmax: same outputs and
+    gradients, the relative tables' included. Which kernel ran is recorded: on the CPU
+    torch's fused kernel takes no gradient for the bias, so the biased case runs the
+    math path here; on CUDA it takes the memory-efficient kernel (tests/test_gpu.py)."""
+    from pretrain.models.attention import explicit_attention, sdpa_kernels
+
+    torch.manual_seed(0)
+    model = DenseViT(arch=TINY, img_size=64, rel_pos_bias=rel_pos_bias, out_indices=TAPS, norm="BN", drop_path_rate=0)
+    jitter(model).train()  # non-zero relative tables; BN in training mode
+    x = torch.randn(2, 3, 64, 64)
+    assert sdpa_kernels(lambda: dense_loss_and_grads(model, x)) == {cpu_kernel: 4}
+    loss, grads = dense_loss_and_grads(model, x)
+    with explicit_attention(model):
+        explicit_loss, explicit_grads = dense_loss_and_grads(model, x)
+    torch.testing.assert_close(loss, explicit_loss, rtol=1e-5, atol=1e-4)
+    assert grads.keys() == explicit_grads.keys()
+    if rel_pos_bias == "per_block":
+        assert all(f"encoder.blocks.{i}.attn.relative_position_bias_table" in grads for i in range(4))
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, explicit_grads[name], rtol=1e-4, atol=1e-4, msg=name)

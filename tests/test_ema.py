@@ -65,3 +65,20 @@ def test_teacher_init_options():
     assert independent.teacher.pos_embed.requires_grad is False  # frozen: EMA only
     assert not torch.equal(independent.teacher.pos_embed, independent.student.pos_embed)
     assert not any(p.requires_grad for p in independent.teacher.parameters())
+
+
+def test_ema_skip_flag_is_decided_on_the_device():
+    """A non-zero ``skip`` keeps the teacher bit for bit, even when the student holds NaNs
+    (the step after a non-finite loss); zero gives the ordinary update."""
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    t0 = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with torch.no_grad():
+        student.weight[0, 0] = float("nan")
+    ema_update_(teacher, student, 0.9, skip=torch.ones(()))
+    assert all(torch.equal(v, t0[k]) for k, v in teacher.state_dict().items())
+    with torch.no_grad():
+        student.weight[0, 0] = 0.5
+    ema_update_(teacher, student, 0.9, skip=torch.zeros(()))
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, 0.9 * t0[k] + 0.1 * student.state_dict()[k])

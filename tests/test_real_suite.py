@@ -11,12 +11,13 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from conftest import REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 from pretrain.data import real_suite
 from pretrain.data.checks import check_dataset
 from pretrain.data.real_suite import SPLITS, write_real_suite
 from pretrain.engine.hooks import TeacherEMAHook
 from pretrain.suite import PRESETS
+
+from conftest import REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 
 SMALL = dict(cls_per_class=(4, 2), seg_count=(6, 3), det_count=(8, 4))
 
@@ -124,7 +125,7 @@ def test_object_instances_are_split_before_pasting():
         val_ids = {obj[0] for obj in objects["val"]}
         assert train_ids and val_ids and not train_ids & val_ids
     assert len(coins["train"]) + len(coins["val"]) >= 18  # the separable coins of the photograph
-    for _, pixels, mask in coins["train"] + coins["val"]:
+    for _, _pixels, mask in coins["train"] + coins["val"]:
         h, w = mask.shape
         assert 0.8 <= h / w <= 1.25 and mask.mean() > 0.6  # one round coin per segment
 
@@ -236,7 +237,8 @@ ALLOWED = {
     r"|.*\.channels|strides|.*\.(featmap_strides|finest_scale)|model\.rpn_head\.anchor_generator\.strides",
     "resolution": r"crop_size|multi_scale|.*\.(crop_size|scale|scales|img_size|size|stride)|.*filter_cfg\.min_size"
     r"|(.*\.)?(train|test)_pipeline\..*|.*\.pipeline\..*\.(scale|scales|crop_size)|.*\.transforms\..*\.(scales|crop_size)",
-    "proposals and RoIs per image": r"model\.(train|test)_cfg\.(rpn|rpn_proposal|rcnn)\.(sampler\.num|nms_pre|max_per_img)",
+    "proposals and RoIs per image": r"model\.(train|test)_cfg\.(rpn|rpn_proposal|rcnn)\."
+    r"(sampler\.num|nms_pre|max_per_img)",
     "detections kept for evaluation": r"model\.test_cfg\.rcnn\.score_thr",
     "schedule": r"max_epochs|warmup_epochs|max_iters|train_cfg\.(max_epochs|max_iters|val_interval)"
     r"|param_scheduler\..*|lr_scaling\.base_lr|optim_wrapper\.optimizer\.lr|.*\.batch_size",

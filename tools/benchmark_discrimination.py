@@ -1,12 +1,13 @@
 """The discrimination benchmark: does the real-image mini suite tell a pretrained
 ViT from a random one? For each seed, pretrain SdAE (published teacher: 300 EMA
-updates over the run), SdAE with a per-epoch teacher and MAE with one budget, take
-the random-init control (the student every run starts from), run the real preset
+updates over the run) and MAE with one budget (optionally also SdAE with a
+once-per-epoch teacher: --methods ... sdae-per-epoch), take the random-init control
+(the student every run starts from), run the real preset
 (fine-tune, linear probe, ADE20K-layout segmentation, COCO-layout detection and
 instance segmentation) on each, and write mean ± std per task and metric with the
 gap to the control (studies/discrimination.py).
 
-    python tools/benchmark_discrimination.py [--seeds 0 1 2] [--methods random-init mae sdae sdae-per-epoch] [--jobs 2]
+    python tools/benchmark_discrimination.py [--seeds 0 1 2] [--methods random-init mae sdae] [--jobs 2]
                                              [--out runs/discrimination] [--tasks finetune,linprobe,ade20k,coco]
 
 Outputs: OUT/{results.json,table.md,table.csv,plot.png}; the suite's records under

@@ -5,7 +5,8 @@ MAE with one budget, run the real preset of the suite (fine-tune, linear probe,
 ADE20K-layout segmentation, COCO-layout detection and instance segmentation) on
 both and on the random-init control they start from, and print the report.
 
-    python tools/demo.py [--out runs/demo] [--seed 0] [--jobs 2]
+    python tools/demo.py [--out runs/demo] [--seed 0] [--jobs 2] [--tasks finetune,linprobe,ade20k,coco]
+                         [--pretrain-epochs N]
 
 This is tools/benchmark_discrimination.py with one seed and without the per-epoch
 SdAE variant; the benchmark runs three seeds.
@@ -27,6 +28,8 @@ def main() -> int:
     parser.add_argument(
         "--jobs", type=int, default=2, help="training processes at once (each gets CPUs / jobs threads)"
     )
+    parser.add_argument("--tasks", default="finetune,linprobe,ade20k,coco", help="a subset of the real preset's tasks")
+    parser.add_argument("--pretrain-epochs", type=int, help="stretch the pretraining schedule (default: the configs')")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     start = time.time()
@@ -35,9 +38,11 @@ def main() -> int:
             out,
             [args.seed],
             (CONTROL, "mae", "sdae"),
+            tuple(args.tasks.split(",")),
             amp=default_amp(),
             jobs=args.jobs,
             say=lambda message: print(f"[demo] {message}", flush=True),
+            pretrain_epochs=args.pretrain_epochs,
         )
     except (FileExistsError, FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

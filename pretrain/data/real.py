@@ -217,3 +217,47 @@ def write_real_datasets(
     recipe = dict(args=args, counts=counts, packages=package_versions())
     recipe_file.write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return recipe
+
+
+def write_photo_jpegs(
+    out: str | Path,
+    count: int,
+    seed: int = 0,
+    short_side: tuple[int, int] = (300, 500),
+    quality: int = 90,
+    workers: int = 1,
+) -> list[Path]:
+    """``count`` JPEGs the size of typical ImageNet training images (short side
+    drawn from ``short_side``, aspect ratio 3:4 to 4:3 in either orientation),
+    cut from scikit-image's bundled photographs and saved at ``quality``: data
+    for measuring decoding throughput, in a plain folder (``subdir=''``).
+    Deterministic in ``seed``; ``workers`` processes write in parallel."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(out, i, seed, short_side, quality) for i in range(count)]
+    if workers > 1:
+        from multiprocessing import get_context
+
+        with get_context("fork").Pool(workers) as pool:
+            return pool.starmap(_write_photo_jpeg, jobs, chunksize=16)
+    return [_write_photo_jpeg(*job) for job in jobs]
+
+
+def _write_photo_jpeg(out: Path, index: int, seed: int, short_side: tuple[int, int], quality: int) -> Path:
+    rng = np.random.default_rng([seed, index])
+    name = PHOTOS[index % len(PHOTOS)]
+    pixels = _skimage_image(name)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[..., :3]
+    short = int(rng.integers(short_side[0], short_side[1] + 1))
+    long_side = int(short * rng.uniform(1.0, 4 / 3))
+    size = (long_side, short) if rng.random() < 0.5 else (short, long_side)  # (width, height)
+    height, width = pixels.shape[:2]
+    scale = rng.uniform(0.5, 1.0)  # a random window with the target aspect, then resized
+    win_w = max(8, int(min(width, height * size[0] / size[1]) * scale))
+    win_h = max(8, int(win_w * size[1] / size[0]))
+    top, left = int(rng.integers(0, height - win_h + 1)), int(rng.integers(0, width - win_w + 1))
+    img = Image.fromarray(pixels[top : top + win_h, left : left + win_w]).convert("RGB")
+    path = out / f"{name}_{index:06d}.JPEG"
+    img.resize(size, Image.Resampling.BICUBIC).save(path, format="JPEG", quality=quality)
+    return path

@@ -5,17 +5,20 @@ every stage."""
 from pretrain.data import PretrainImageDataset
 
 from .checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, WeightsOnlyCheckpointHook
-from .hooks import RandomStateHook, TeacherEMAHook
-from .model import NonFiniteLossError, SdAEPretrainer
+from .hooks import DeferredLossHook, RandomStateHook, TeacherEMAHook
+from .model import DeviceLossBuffer, NonFiniteLossError, PretrainDataPreprocessor, SdAEPretrainer
 from .optim import LarsOptimWrapperConstructor, LayerDecayOptimWrapperConstructor, TrainableOptimWrapperConstructor
 from .results import ResultsRecordHook
 
 __all__ = [
     "ATOMIC_BACKEND",
     "AtomicLocalBackend",
+    "DeferredLossHook",
+    "DeviceLossBuffer",
     "LarsOptimWrapperConstructor",
     "LayerDecayOptimWrapperConstructor",
     "NonFiniteLossError",
+    "PretrainDataPreprocessor",
     "PretrainImageDataset",
     "RandomStateHook",
     "ResultsRecordHook",

@@ -1,16 +1,20 @@
-"""Training hooks: the EMA teacher update and exact random-state resumption."""
+"""Training hooks: the EMA teacher update, exact random-state resumption and the
+losses' way from the device to the log and the non-finite check."""
 
 import random
 
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import CheckpointHook, Hook
+from mmengine.hooks import CheckpointHook, Hook, LoggerHook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
 from pretrain.models import cosine_momentum
+
+from .model import DeviceLossBuffer, NonFiniteLossError, non_finite_message
 
 
 def unwrap_model(model):
@@ -209,3 +213,124 @@ class RandomStateHook(Hook):
             )
         else:
             self._pending = states
+
+
+def _checkpoint_due_after_iter(runner, checkpoint_hooks: list[CheckpointHook]) -> bool:
+    """Whether an iteration-based checkpoint hook saves after the current iteration."""
+    return any(
+        not hook.by_epoch
+        and (
+            hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+            or (hook.save_last and hook.is_last_train_iter(runner))
+        )
+        for hook in checkpoint_hooks
+    )
+
+
+def device_skip_unsupported(optim_wrapper: OptimWrapper) -> str | None:
+    """Why the optimizer cannot skip a step on the device (None if it can): only
+    optimizers that follow torch's GradScaler protocol (the fused ones) read a
+    ``found_inf`` flag, and an active loss scaler writes that flag itself."""
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        return "several optimizers"
+    optimizer = optim_wrapper.optimizer
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        return f"{type(optimizer).__name__} is not fused (set optimizer fused=True to skip steps on the device)"
+    scaler = getattr(optim_wrapper, "loss_scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        return "dynamic loss scaling (fp16) decides which steps to skip"
+    return None
+
+
+@HOOKS.register_module()
+class DeferredLossHook(Hook):
+    """Keeps host synchronisations out of the training step.
+
+    mmengine's loop turns every logged loss into a Python float (``.item()``)
+    after every iteration, and the non-finite check needs the loss on the host:
+    each forces the host to wait for the device. With this hook the model keeps
+    each iteration's losses and a finiteness flag on the device
+    (:class:`DeviceLossBuffer`); the hook moves all pending values to the host in
+    one transfer ("flush") only where they are needed - when the logger writes,
+    before a checkpoint is saved, at the end of every epoch and every
+    ``interval`` iterations if given - feeds them to the message hub in
+    iteration order (the log shows the same values as without the hook), and
+    raises :class:`NonFiniteLossError` naming the first bad iteration.
+
+    Guarantee: a non-finite loss (on any rank) at iteration i makes the
+    optimizer step and the teacher EMA update of iteration i and of every later
+    iteration no-ops, decided on the device (the fused optimizer reads the
+    flag as ``found_inf``; the EMA keeps the old teacher). The run stops at the
+    first flush after i - before any checkpoint is written - with the student,
+    decoder, optimizer state and teacher exactly as they were before
+    iteration i. Only the stop itself comes up to one flush interval later
+    than with a per-iteration check.
+
+    This needs an optimizer that can skip a step on the device (``fused=True``)
+    and no dynamic loss scaler (fp16 AMP). Otherwise the hook leaves the model
+    in its per-iteration mode: the loss is checked on the host at every
+    iteration, before backward, as without the hook, and the log says why.
+    """
+
+    priority = "ABOVE_NORMAL"  # before the EMA update (NORMAL), the logger and the checkpoint
+
+    def __init__(self, interval: int | None = None) -> None:
+        if interval is not None and interval < 1:
+            raise ValueError(f"DeferredLossHook interval must be >= 1 or None, got {interval}")
+        self.interval = interval
+        self.buffer: DeviceLossBuffer | None = None
+        self._logger_interval = 0
+        self._checkpoint_hooks: list[CheckpointHook] = []
+
+    def before_train(self, runner) -> None:
+        model = unwrap_model(runner.model)
+        if not hasattr(model, "loss_buffer"):
+            raise TypeError(f"DeferredLossHook needs a model with a loss_buffer (SdAEPretrainer), not {type(model)}")
+        self._checkpoint_hooks = [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+        self._logger_interval = next((h.interval for h in runner.hooks if isinstance(h, LoggerHook)), 0)
+        reason = device_skip_unsupported(runner.optim_wrapper)
+        if reason is not None:
+            runner.logger.info(f"non-finite loss check: on the host after every iteration ({reason})")
+            return
+        device = next(p.device for p in model.parameters() if p.requires_grad)
+        self.buffer = DeviceLossBuffer(device)
+        runner.optim_wrapper.optimizer.found_inf = self.buffer.skip_updates
+        model.loss_buffer = self.buffer
+        when = [f"every {n} iterations" for n in (self._logger_interval, self.interval) if n]
+        when.append("before checkpoints and at epoch ends")
+        runner.logger.info(
+            "losses stay on the device and reach the log and the non-finite check in one transfer "
+            f"({', '.join(when)}); steps after a non-finite loss are skipped on the device"
+        )
+
+    def _due(self, runner, batch_idx: int) -> bool:
+        return (
+            self.every_n_inner_iters(batch_idx, self._logger_interval)
+            or (self.interval is not None and self.every_n_train_iters(runner, self.interval))
+            or self.end_of_epoch(runner.train_dataloader, batch_idx)
+            or self.is_last_train_iter(runner)
+            or _checkpoint_due_after_iter(runner, self._checkpoint_hooks)
+        )
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.buffer is not None and self._due(runner, batch_idx):
+            self.flush(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        if self.buffer is not None:
+            self.flush(runner)
+
+    def after_train(self, runner) -> None:
+        if self.buffer is not None:
+            unwrap_model(runner.model).loss_buffer = None
+            del runner.optim_wrapper.optimizer.found_inf
+            self.buffer = None
+
+    def flush(self, runner) -> None:
+        """Pending losses to the message hub; raises at the first non-finite one."""
+        for logged in self.buffer.drain():
+            if not logged.finite:
+                loss = logged.values.get("loss", float("nan"))
+                raise NonFiniteLossError(non_finite_message(loss, logged.iteration, logged.epoch, runner.iter))
+            for name, value in logged.values.items():
+                runner.message_hub.update_scalar(f"train/{name}", value)

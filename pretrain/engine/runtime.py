@@ -56,8 +56,9 @@ def apply_amp(cfg: Config, amp: str | None) -> None:
     elif amp in AMP_DTYPES:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.dtype = AMP_DTYPES[amp]
-        if amp == "fp16":
-            cfg.optim_wrapper.loss_scale = "dynamic"
+        # fp16 needs dynamic loss scaling; bf16 has float32's exponent range and needs
+        # none (a scaler would only skip steps and write the optimizer's skip flag)
+        cfg.optim_wrapper.loss_scale = "dynamic" if amp == "fp16" else dict(enabled=False)
     else:
         raise ValueError(f"--amp must be bf16, fp16 or none, got {amp!r}")
     if cfg.optim_wrapper.type == "AmpOptimWrapper" and not torch.cuda.is_available():
@@ -93,6 +94,29 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
 
 
+def set_epochs(cfg: Config, epochs: int) -> None:
+    """Stretch an epoch-based schedule to ``epochs``: the run length, every scheduler
+    that ended with the run (warm-up is kept), and a validation interval that was
+    the run length."""
+    old = cfg.train_cfg.get("max_epochs")
+    if old is None:
+        raise ValueError("--epochs needs an epoch-based schedule (train_cfg.max_epochs); this config has none")
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
+    cfg.train_cfg.max_epochs = epochs
+    if cfg.train_cfg.get("val_interval") == old:
+        cfg.train_cfg.val_interval = epochs
+    for scheduler in cfg.param_scheduler:
+        if scheduler.get("end") == old:
+            if scheduler.get("begin", 0) >= epochs:
+                raise ValueError(
+                    f"{epochs} epochs leave no room for {scheduler['type']} starting at epoch {scheduler['begin']}"
+                )
+            scheduler["end"] = epochs
+            if "T_max" in scheduler:
+                scheduler["T_max"] = epochs - scheduler.get("begin", 0)
+
+
 def prepare_config(
     config: str,
     work_dir: str | None = None,
@@ -101,18 +125,22 @@ def prepare_config(
     cfg_options: dict | None = None,
     launcher: str = "none",
     backbone: str | None = None,
+    epochs: int | None = None,
 ) -> tuple[Config, str]:
     """Everything ``tools/train.py`` does before building the Runner.
 
     ``resume``: "auto" (the config's choice, by default the work dir's latest
     checkpoint), False (start over) or a checkpoint path. ``backbone``: a
     canonical backbone file for ``model.backbone.checkpoint`` (downstream
-    stages). Returns the config and the learning-rate line for the log.
+    stages). ``epochs``: stretch the epoch schedule (:func:`set_epochs`).
+    Returns the config and the learning-rate line for the log.
     """
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file not found: {config}")
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(cfg_options or {})
+    if epochs is not None:
+        set_epochs(cfg, epochs)
     if backbone is not None:
         if "backbone" not in cfg.get("model", {}):
             raise ValueError(f"{config} has no model.backbone to load {backbone} into")

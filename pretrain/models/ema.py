@@ -31,9 +31,15 @@ def cosine_momentum(
 
 
 @torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, skip: torch.Tensor | None = None) -> None:
     """``teacher <- momentum * teacher + (1 - momentum) * student`` over all teacher
-    parameters, matched by name; any name or shape mismatch is an error."""
+    parameters, matched by name; any name or shape mismatch is an error.
+
+    ``skip``: a 0-dim tensor on the teacher's device; where it is non-zero the
+    teacher is left exactly as it is, decided on the device without a host
+    synchronisation (the training step's non-finite-loss flag). The student may
+    then hold NaNs, so the old value is selected, not blended with weight 0.
+    """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
     student_params = dict(student.named_parameters())
@@ -47,7 +53,13 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
             raise ValueError(
                 f"{name}: teacher {tuple(teacher_params[name].shape)} vs student {tuple(student_params[name].shape)}"
             )
-    # lerp(t, s, 1 - m) = t + (1 - m) (s - t) = m t + (1 - m) s, one fused kernel per dtype/device.
-    torch._foreach_lerp_(
-        [teacher_params[n].data for n in names], [student_params[n].data for n in names], 1.0 - momentum
-    )
+    targets = [teacher_params[n].data for n in names]
+    sources = [student_params[n].data for n in names]
+    if skip is None:
+        # lerp(t, s, 1 - m) = t + (1 - m) (s - t) = m t + (1 - m) s, one fused kernel per dtype/device.
+        torch._foreach_lerp_(targets, sources, 1.0 - momentum)
+        return
+    keep = skip.to(torch.bool)
+    blended = torch._foreach_lerp(targets, sources, 1.0 - momentum)
+    for target, new in zip(targets, blended, strict=True):
+        target.copy_(torch.where(keep, target, new))

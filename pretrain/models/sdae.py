@@ -31,6 +31,12 @@ class SdAE(nn.Module):
         normalize_target: per-token normalisation of the teacher output (Eq. 3).
         loss_axis: ``"token"`` (Eq. 4, published multi-fold path) or ``"feature"``.
         norm_pix_loss: MAE baseline only: normalise each target patch.
+        compile_blocks: opt-in ``torch.compile`` of every transformer block of the
+            student, teacher and decoder (regional compilation: the blocks of a
+            stack share one compiled graph per input shape, so compiling costs a
+            few blocks, not the whole model). ``True`` uses torch's defaults; a
+            dict is passed to ``torch.compile`` (``backend``, ``mode``,
+            ``fullgraph``, ...). Parameter names and the state dict are unchanged.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class SdAE(nn.Module):
         normalize_target: bool = True,
         loss_axis: LossAxis = "token",
         norm_pix_loss: bool = True,
+        compile_blocks: bool | dict = False,
     ) -> None:
         super().__init__()
         if target not in ("teacher", "pixels"):
@@ -81,6 +88,20 @@ class SdAE(nn.Module):
             if teacher_input is not None:
                 raise ValueError("teacher_input is meaningless with target='pixels' (no teacher)")
             self.teacher = None
+        if compile_blocks:
+            self.compile_blocks(**(compile_blocks if isinstance(compile_blocks, dict) else {}))
+
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """``torch.compile`` each transformer block in place (``nn.Module.compile``:
+        the module keeps its parameters and names; compilation happens at the
+        first call). The loss, masking and gathers stay eager: they are a few
+        cheap kernels around the blocks."""
+        stacks = [self.student.blocks, self.decoder.blocks]
+        if self.teacher is not None:
+            stacks.append(self.teacher.blocks)
+        for blocks in stacks:
+            for block in blocks:
+                block.compile(**compile_kwargs)
 
     def train(self, mode: bool = True) -> "SdAE":
         super().train(mode)
@@ -116,8 +137,9 @@ class SdAE(nn.Module):
         return {"loss": cosine_loss(pred.reshape(shape), target.reshape(shape), self.loss_axis)}
 
     @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """EMA step over the encoder (decoder and mask token are not in the teacher)."""
+    def update_teacher(self, momentum: float, skip: torch.Tensor | None = None) -> None:
+        """EMA step over the encoder (decoder and mask token are not in the teacher);
+        a non-zero ``skip`` tensor leaves the teacher unchanged (see :func:`ema_update_`)."""
         if self.teacher is None:
             raise RuntimeError("the MAE baseline (target='pixels') has no teacher to update")
-        ema_update_(self.teacher, self.student, momentum)
+        ema_update_(self.teacher, self.student, momentum, skip)

@@ -5,7 +5,7 @@ _base_ = [
     "../_base_/models/sdae_vit-base-p16.py",
     "../_base_/datasets/imagenet_pretrain.py",
     "../_base_/schedules/adamw_coslr_300e.py",
-    "../_base_/default_runtime.py",
+    "../_base_/pretrain_runtime.py",
 ]
 data_root = "data/real32/pretrain"
 model = dict(

@@ -8,8 +8,8 @@ data_root = "data/realsuite/pretrain"
 model = dict(arch="micro-p8", img_size=64)
 train_dataloader = dict(dataset=dict(data_root=data_root, img_size=64))
 custom_hooks = [dict(type="TeacherEMAHook", interval="count", num_updates=300, momentum=0.96, final_momentum=0.99)]
-max_epochs = 40
-warmup_epochs = 4
+max_epochs = 30
+warmup_epochs = 3
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
     dict(

@@ -16,8 +16,8 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 # a short run needs a larger step than the recipe's 5e-4 per 256
 lr_scaling = dict(base_lr=4e-3, base_batch_size=256)
-max_epochs = 30
-warmup_epochs = 3
+max_epochs = 20
+warmup_epochs = 2
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
     dict(

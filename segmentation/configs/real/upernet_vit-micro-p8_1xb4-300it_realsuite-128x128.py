@@ -48,10 +48,10 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 # a short run needs a larger step than the recipe's 1e-4
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-max_iters = 1000
+max_iters = 300
 param_scheduler = [
-    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=50),
-    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=50, end=max_iters),
+    dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=30),
+    dict(type="PolyLR", power=1.0, eta_min=0.0, by_epoch=False, begin=30, end=max_iters),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=max_iters, max_keep_ckpts=1))

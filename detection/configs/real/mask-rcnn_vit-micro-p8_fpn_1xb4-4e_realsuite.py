@@ -14,9 +14,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(img_size=64, out_indices=(0, 1, 2, 3)),
     neck=dict(in_channels=[width] * 4, out_channels=channels),
-    rpn_head=dict(
-        in_channels=channels, feat_channels=channels, anchor_generator=dict(strides=[*strides, 32])
-    ),
+    rpn_head=dict(in_channels=channels, feat_channels=channels, anchor_generator=dict(strides=[*strides, 32])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels, featmap_strides=strides, finest_scale=28),
         mask_roi_extractor=dict(out_channels=channels, featmap_strides=strides, finest_scale=28),
@@ -80,10 +78,10 @@ val_evaluator = dict(ann_file=data_root + "annotations/instances_val2017.json")
 test_evaluator = val_evaluator
 # a short run needs a larger step than the recipe's 3e-4
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
-max_epochs = 12
+max_epochs = 4
 param_scheduler = [
     dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=50),
-    dict(type="MultiStepLR", begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),
+    dict(type="MultiStepLR", begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
