@@ -17,7 +17,8 @@ def test_main_job_end_to_end_in_a_fast_configuration(tmp_path):
     checkpoint = (tmp_path / "pretrain/sdae/seed0/last_checkpoint").read_text().strip()
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert any(k.startswith("sdae.teacher.") for k in state) and any(k.startswith("sdae.student.") for k in state)
-    assert list(tmp_path.glob("pretrain/sdae/seed0/*/vis_data/events.out.tfevents.*"))
+    assert list(tmp_path.glob("pretrain/sdae/seed0/*/vis_data/scalars.json"))  # the training curves
+    assert list(tmp_path.glob("suite/work/linprobe-*/*/vis_data/events.out.tfevents.*"))  # TensorBoard
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["method"] for r in results["records"]] == ["random-init", "mae", "sdae"]
     assert all(0 <= r["linprobe_top1"] <= 100 for r in results["records"])
