@@ -28,11 +28,11 @@ on-disk layouts the full recipes read, deterministically from a seed.
   ``reduce_zero_label`` convention: 0 is "other", ignored).
 * **Instances** (``coco``): real objects with the masks they are pasted with -
   handwritten digits (scikit-learn ``load_digits``; mask = the ink), faces
-  (scikit-image LFW subset; mask = an ellipse over the face) and coins (the 24
-  coins of scikit-image ``coins``; mask = the coin's own segment) - on a crop
-  of a material. Instances are split before pasting (digits and faces by a
-  stratified / fixed index split, coins: every third coin validation); objects never overlap,
-  so every box and RLE mask is exactly the pasted pixels.
+  (scikit-image LFW subset; mask = an ellipse over the face) and coins (the 21
+  separable coins of scikit-image ``coins``; mask = the coin's own segment) - on
+  a crop of a material. Instances are split before pasting (digits and faces by
+  a stratified / fixed index split, coins: every third coin validation); objects
+  never overlap, so every box and RLE mask is exactly the pasted pixels.
 
 ``provenance.json`` lists, for every written file, the source rectangles and
 object instances its pixels come from, so the split can be checked (tests do).
