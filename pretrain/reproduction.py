@@ -244,16 +244,20 @@ def pretrain_from_config(
     runner.train()
     history = runner.message_hub.get_scalar("train/loss")
     losses = [float(x) for x in history.data[0]]
-    # The student leaves the run the way users' checkpoints do: through the converter.
-    backbone = prepare_backbone(str(last_checkpoint(work_dir)), work_dir)
+    return dict(finished_run_facts(work_dir, losses, start), steps=runner.iter, epochs=runner.epoch)
+
+
+def finished_run_facts(work_dir: Path, losses: list[float], start: float) -> dict:
+    """What a finished pretraining run leaves: its student as a canonical file (through
+    the converter, as users' checkpoints go), its time, first and final losses (mean
+    of 5 iterations) and where its teacher stands."""
+    checkpoint = last_checkpoint(work_dir)
     return dict(
-        backbone=str(backbone),
+        backbone=str(prepare_backbone(str(checkpoint), work_dir)),
         pretrain_s=round(time.time() - start, 1),
-        steps=runner.iter,
-        epochs=runner.epoch,
-        first_loss=round(float(np.mean(losses[:5])), 4),
-        final_loss=round(float(np.mean(losses[-5:])), 4),
-        **teacher_diagnostics(last_checkpoint(work_dir)),
+        first_loss=round(float(np.mean(losses[:5])), 4) if losses else None,
+        final_loss=round(float(np.mean(losses[-5:])), 4) if losses else None,
+        **teacher_diagnostics(checkpoint),
     )
 
 
@@ -373,15 +377,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(records: list[dict], variants: list[str]) -> list[dict]:
-    """One row per variant: mean/std/n of every metric over its seeds."""
+def summarise_over_seeds(
+    records: list[dict], names: list[str], group: str, labels: dict[str, str], keys: list[str]
+) -> list[dict]:
+    """One row per ``names`` entry (records grouped by their ``group`` field): the
+    mean / sample std / n of every key in ``keys`` over its seeds."""
     rows = []
-    for name in variants:
-        runs = [r for r in records if r["variant"] == name]
+    for name in names:
+        runs = [r for r in records if r[group] == name]
         if not runs:
             continue
-        row = dict(variant=name, label=VARIANTS[name].label, seeds=sorted(r["seed"] for r in runs))
-        for key in [k for k, _ in METRICS] + list(DIAGNOSTICS):
+        row = {group: name, "label": labels[name], "seeds": sorted(r["seed"] for r in runs)}
+        for key in keys:
             values = [r[key] for r in runs if r.get(key) is not None]
             if values:
                 row[key] = dict(zip(("mean", "std"), mean_std(values), strict=True)) | {"n": len(values)}
@@ -389,7 +396,14 @@ def summarise(records: list[dict], variants: list[str]) -> list[dict]:
     return rows
 
 
-def _cell(stat: dict | None, digits: int = 1) -> str:
+def summarise(records: list[dict], variants: list[str]) -> list[dict]:
+    """One row per variant: mean/std/n of every metric over its seeds."""
+    labels = {name: VARIANTS[name].label for name in variants}
+    return summarise_over_seeds(records, variants, "variant", labels, [k for k, _ in METRICS] + list(DIAGNOSTICS))
+
+
+def stat_cell(stat: dict | None, digits: int = 1) -> str:
+    """``mean ± std`` of a summary cell, ``-`` where there is none."""
     if stat is None:
         return "-"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
@@ -399,22 +413,26 @@ def markdown_table(rows: list[dict]) -> str:
     heads = ["variant", *[h for _, h in METRICS], *DIAGNOSTICS.values()]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
-        cells = [row["label"], *[_cell(row.get(k)) for k, _ in METRICS]]
-        cells += [_cell(row.get(k), digits) for k, digits in zip(DIAGNOSTICS, (0, 3, 2, 3), strict=True)]
+        cells = [row["label"], *[stat_cell(row.get(k)) for k, _ in METRICS]]
+        cells += [stat_cell(row.get(k), digits) for k, digits in zip(DIAGNOSTICS, (0, 3, 2, 3), strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def csv_table(rows: list[dict]) -> str:
-    keys = [k for k, _ in METRICS] + list(DIAGNOSTICS)
-    lines = ["variant,seeds," + ",".join(f"{k}_mean,{k}_std" for k in keys)]
+def stats_csv(rows: list[dict], group: str, keys: list[str]) -> str:
+    """Summary rows as CSV: the group's name, its seeds, mean and std of each key."""
+    lines = [f"{group},seeds," + ",".join(f"{k}_mean,{k}_std" for k in keys)]
     for row in rows:
         values = []
         for k in keys:
             stat = row.get(k)
             values += ["", ""] if stat is None else [f"{stat['mean']:.4f}", f"{stat['std']:.4f}"]
-        lines.append(",".join([row["variant"], " ".join(map(str, row["seeds"])), *values]))
+        lines.append(",".join([row[group], " ".join(map(str, row["seeds"])), *values]))
     return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+    return stats_csv(rows, "variant", [k for k, _ in METRICS] + list(DIAGNOSTICS))
 
 
 def plot(rows: list[dict], path: Path) -> None:

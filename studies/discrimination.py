@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,15 @@ import torch
 
 from pretrain.data.real_suite import write_real_suite
 from pretrain.engine.results import write_json
-from pretrain.reproduction import last_checkpoint, mean_std, pretrain_from_config, teacher_diagnostics
-from pretrain.suite import DATASETS, REPO, prepare_backbone, run_task
+from pretrain.reproduction import (
+    Variant,
+    finished_run_facts,
+    pretrain_from_config,
+    stat_cell,
+    stats_csv,
+    summarise_over_seeds,
+)
+from pretrain.suite import DATASETS, REPO, run_task
 
 PRETRAIN_CONFIGS = {
     "sdae": REPO / "pretrain/configs/real/sdae_vit-micro-p8_1xb128-30e_realsuite64.py",
@@ -54,23 +60,13 @@ DIAGNOSTICS = ("pretrain_s", "final_loss", "teacher_student_distance")
 CONTROL = "random-init"
 
 
-@dataclass(frozen=True)
-class Method:
-    """A pretraining method: a config plus overrides (``None`` config: the random-init control)."""
-
-    name: str
-    label: str
-    config: str | None
-    options: dict = field(default_factory=dict)
-
-
 METHODS = {
     m.name: m
     for m in (
-        Method(CONTROL, "random init (no pretraining)", None),
-        Method("mae", "MAE", "mae"),
-        Method("sdae", "SdAE (teacher: published 300 updates)", "sdae"),
-        Method(
+        Variant(CONTROL, "random init (no pretraining)", None),
+        Variant("mae", "MAE", "mae"),
+        Variant("sdae", "SdAE (teacher: published 300 updates)", "sdae"),
+        Variant(
             "sdae-per-epoch",
             "SdAE (teacher: once per epoch)",
             "sdae",
@@ -95,7 +91,7 @@ def default_amp() -> str | None:
     return None if torch.cuda.is_available() else "none"
 
 
-def _fingerprint(method: Method, seed: int, recipe: dict, config: Path, epochs: int | None) -> str:
+def _fingerprint(method: Variant, seed: int, recipe: dict, config: Path, epochs: int | None) -> str:
     h = hashlib.sha256()
     h.update(config.read_bytes())
     payload = dict(method=method.options, control=method.config is None, seed=seed, data=recipe["args"], epochs=epochs)
@@ -112,7 +108,7 @@ def _losses(work_dir: Path) -> list[float]:
 
 
 def pretrain_method(
-    method: Method,
+    method: Variant,
     seed: int,
     data_root: Path,
     out: Path,
@@ -146,16 +142,7 @@ def pretrain_method(
         with (work / "train.log").open("w") as log:
             if subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
                 raise RuntimeError(f"{method.name} seed {seed}: pretraining failed; see {work / 'train.log'}")
-        losses = _losses(work)
-        checkpoint = last_checkpoint(work)
-        facts = dict(
-            backbone=str(prepare_backbone(str(checkpoint), work)),
-            pretrain_s=round(time.time() - start, 1),
-            first_loss=round(float(np.mean(losses[:5])), 4) if losses else None,
-            final_loss=round(float(np.mean(losses[-5:])), 4) if losses else None,
-            reproduce=" ".join(cmd),
-            **teacher_diagnostics(checkpoint),
-        )
+        facts = dict(finished_run_facts(work, _losses(work), start), reproduce=" ".join(cmd))
         say(f"{method.name} seed {seed}: pretrained in {facts['pretrain_s']:.0f}s, final loss {facts['final_loss']}")
     record = dict(method=method.name, seed=seed, fingerprint=key, config=str(config.relative_to(REPO)), **facts)
     record["overrides"] = method.options
@@ -228,7 +215,7 @@ def run(
     facts = {**controls, **{(f["seed"], f["method"]): f for f in trained}}
     runs = [(s, m, task) for s, m in plan for task in tasks]
 
-    def evaluate(seed: int, method: Method, task: str) -> dict:
+    def evaluate(seed: int, method: Variant, task: str) -> dict:
         label = f"{method.label}, seed {seed}"
         backbone = Path(facts[seed, method.name]["backbone"])
         record, ran = run_task(task, backbone, out / "suite", "real", Path(data[DATASETS[task]]), 1, label, amp)
@@ -261,18 +248,8 @@ def run(
 
 def summarise(records: list[dict], methods: list[str]) -> list[dict]:
     """One row per method: mean / sample std / n of every metric over its seeds."""
-    rows = []
-    for name in methods:
-        runs = [r for r in records if r["method"] == name]
-        if not runs:
-            continue
-        row = dict(method=name, label=METHODS[name].label, seeds=sorted(r["seed"] for r in runs))
-        for key in [k for k, _, _ in METRICS] + list(DIAGNOSTICS):
-            values = [r[key] for r in runs if r.get(key) is not None]
-            if values:
-                row[key] = dict(zip(("mean", "std"), mean_std(values), strict=True)) | {"n": len(values)}
-        rows.append(row)
-    return rows
+    labels = {name: METHODS[name].label for name in methods}
+    return summarise_over_seeds(records, methods, "method", labels, [k for k, _, _ in METRICS] + list(DIAGNOSTICS))
 
 
 def separation(rows: list[dict]) -> list[dict]:
@@ -296,16 +273,12 @@ def separation(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(stat: dict | None, digits: int = 1) -> str:
-    return "-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-
-
 def markdown_table(result: dict) -> str:
     heads = ["method", "n", *[h for _, h, _ in METRICS], "pretrain s", "final loss", "teacher-student distance"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in result["summary"]:
-        cells = [row["label"], str(len(row["seeds"])), *[_cell(row.get(k)) for k, _, _ in METRICS]]
-        cells += [_cell(row.get(k), d) for k, d in zip(DIAGNOSTICS, (0, 3, 2), strict=True)]
+        cells = [row["label"], str(len(row["seeds"])), *[stat_cell(row.get(k)) for k, _, _ in METRICS]]
+        cells += [stat_cell(row.get(k), d) for k, d in zip(DIAGNOSTICS, (0, 3, 2), strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     if result["separation"]:
         lines += [
@@ -321,15 +294,7 @@ def markdown_table(result: dict) -> str:
 
 
 def csv_table(result: dict) -> str:
-    keys = [k for k, _, _ in METRICS] + list(DIAGNOSTICS)
-    lines = ["method,seeds," + ",".join(f"{k}_mean,{k}_std" for k in keys)]
-    for row in result["summary"]:
-        values = []
-        for k in keys:
-            stat = row.get(k)
-            values += ["", ""] if stat is None else [f"{stat['mean']:.4f}", f"{stat['std']:.4f}"]
-        lines.append(",".join([row["method"], " ".join(map(str, row["seeds"])), *values]))
-    return "\n".join(lines) + "\n"
+    return stats_csv(result["summary"], "method", [k for k, _, _ in METRICS] + list(DIAGNOSTICS))
 
 
 def plot(result: dict, path: Path) -> None:

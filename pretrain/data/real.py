@@ -156,6 +156,23 @@ def package_versions() -> dict[str, str]:
     return {"scikit-learn": sklearn.__version__, "scikit-image": skimage.__version__}
 
 
+def existing_recipe(out: Path, args: dict) -> dict | None:
+    """The recipe already in ``out`` if it was built with ``args``; ``None`` for a new
+    or empty folder; an error for another recipe or a non-empty folder without one."""
+    recipe_file = out / "recipe.json"
+    if recipe_file.exists():
+        existing = json.loads(recipe_file.read_text())
+        if existing.get("args") != args:
+            raise FileExistsError(
+                f"{out} holds datasets built with {existing.get('args')}, not {args}; "
+                "delete the folder or choose another output folder"
+            )
+        return existing
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists, is not empty and has no recipe.json; choose an empty or new folder")
+    return None
+
+
 def write_real_datasets(
     out: str | Path,
     seed: int = 0,
@@ -177,17 +194,9 @@ def write_real_datasets(
         texture_train_per_class=texture_train_per_class,
         texture_val_per_class=texture_val_per_class,
     )
-    recipe_file = out / "recipe.json"
-    if recipe_file.exists():
-        existing = json.loads(recipe_file.read_text())
-        if existing.get("args") != args:
-            raise FileExistsError(
-                f"{out} holds datasets built with {existing.get('args')}, not {args}; "
-                f"delete the folder or choose another output folder"
-            )
+    existing = existing_recipe(out, args)
+    if existing is not None:
         return existing
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists, is not empty and has no recipe.json; choose an empty or new folder")
     say = progress or (lambda message: None)
     counts = {}
     rng = np.random.default_rng([seed, 0])
@@ -215,7 +224,7 @@ def write_real_datasets(
         "train": photo_crops_count + sum(counts[name]["train"] for name in ("digits", "textures", "faces"))
     }
     recipe = dict(args=args, counts=counts, packages=package_versions())
-    recipe_file.write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return recipe
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .real import package_versions
+from .real import existing_recipe, package_versions
 
 RECIPE_VERSION = 1
 # material -> (scikit-image loader name, row range used; None = all rows)
@@ -355,17 +355,9 @@ def write_real_suite(
         det_size=det_size,
         det_count=list(det_count),
     )
-    recipe_file = out / "recipe.json"
-    if recipe_file.exists():
-        existing = json.loads(recipe_file.read_text())
-        if existing.get("args") != args:
-            raise FileExistsError(
-                f"{out} holds datasets built with {existing.get('args')}, not {args}; "
-                "delete the folder or choose another output folder"
-            )
+    existing = existing_recipe(out, args)
+    if existing is not None:
         return existing
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists, is not empty and has no recipe.json; choose an empty or new folder")
     say = progress or (lambda message: None)
     materials = load_materials()
     counts, provenance = {}, {}
@@ -398,5 +390,5 @@ def write_real_suite(
     counts["pretrain"] = {"train": sum(len(files) for files in train_files.values())}
     (out / "provenance.json").write_text(json.dumps(provenance, sort_keys=True))
     recipe = dict(args=args, counts=counts, packages=package_versions(), materials=list(MATERIALS), objects=OBJECTS)
-    recipe_file.write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
     return recipe
