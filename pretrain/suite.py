@@ -6,10 +6,13 @@ sha256, the preset, the task and a hash of the config and its options, so a
 re-run skips what is already recorded and an interrupted suite resumes.
 """
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -24,9 +27,11 @@ from pretrain.checkpoints import (
     save_backbone,
 )
 from pretrain.checkpoints.canonical import BackboneArch, sha256_file
+from pretrain.engine.lock import hold_lock
 from pretrain.engine.results import write_json
 
 REPO = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TASKS = ("finetune", "linprobe", "ade20k", "coco")
 DATASETS = {"finetune": "imagenet", "linprobe": "imagenet", "ade20k": "ade20k", "coco": "coco"}
 
@@ -116,6 +121,54 @@ def prepare_backbone(checkpoint: str, out: Path, select: str = "student", trust_
     return path
 
 
+def final_result(work_dir: Path) -> dict:
+    """The run's ``result.json`` if it evaluates the run's last training
+    iteration; anything else (no record, a record of an earlier epoch) is an error."""
+    path = work_dir / "result.json"
+    if not path.exists():
+        raise RuntimeError(f"the run in {work_dir} exited 0 but wrote no {path.name}; see {work_dir / 'suite.log'}")
+    record = json.loads(path.read_text())
+    if record.get("split") != "val" or record.get("iter") is None or record.get("iter") != record.get("max_iters"):
+        raise RuntimeError(
+            f"{path} evaluates iteration {record.get('iter')} of {record.get('max_iters')}, not the end of "
+            f"training; not recorded. Rerun the suite: the task resumes and evaluates its last iteration."
+        )
+    return record
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the suite process
+    dies, even by SIGKILL, so no trainer outlives its suite."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def run_child(cmd: list[str], log) -> int:
+    """Run one task's trainer with its output in ``log``; the trainer stops with
+    the suite (an interrupt, a SIGTERM, or on Linux any death of the suite)."""
+    child = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def record_key(weights_sha: str, preset: str, task: str, config: Path, options: list[str]) -> str:
     h = hashlib.sha256(config.read_bytes())
     h.update("\n".join(options).encode())
@@ -153,14 +206,12 @@ def run_task(
     work_dir.mkdir(parents=True, exist_ok=True)
     log = work_dir / "suite.log"
     start = time.time()
-    with log.open("w") as f:
-        status = subprocess.run(
-            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO))
-        ).returncode
+    with hold_lock(work_dir / ".suite.lock", f"the suite's {task} task"), log.open("a") as f:
+        status = run_child(cmd, f)
     if status:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"{task} failed (exit {status}); log: {log}\n{tail}")
-    record = json.loads((work_dir / "result.json").read_text())
+    record = final_result(work_dir)
     record.update(
         stage=record["task"],  # the stage's own name (imagenet for both fine-tune and linear probe)
         task=task,

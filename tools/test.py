@@ -12,7 +12,9 @@ import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+from pretrain.checkpoints import UnreadableCheckpointError
 from pretrain.engine.runtime import prepare_config
+from pretrain.engine.weights import CheckpointMismatchError, check_checkpoint_matches
 
 
 def main() -> None:
@@ -39,7 +41,12 @@ def main() -> None:
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     cfg.load_from = args.checkpoint
-    Runner.from_cfg(cfg).test()
+    runner = Runner.from_cfg(cfg)
+    try:
+        check_checkpoint_matches(runner.model, args.checkpoint)
+    except (CheckpointMismatchError, UnreadableCheckpointError) as err:
+        raise SystemExit(f"error: {err}") from None
+    runner.test()
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ Multi-GPU / multi-node: tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
 """
 
 import argparse
+import contextlib
 import os
 import os.path as osp
+from pathlib import Path
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from pretrain.engine.runtime import prepare_config
+from pretrain.engine.lock import WorkDirBusyError, hold_lock
+from pretrain.engine.runtime import check_train_dataloader, prepare_config, process_rank
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,10 +79,20 @@ def main() -> None:
         )
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    runner = Runner.from_cfg(cfg)
-    runner.logger.info(lr_line)
-    runner.logger.info(f"work dir: {osp.abspath(cfg.work_dir)} (pid {os.getpid()})")
-    runner.train()
+    with contextlib.ExitStack() as held:
+        if process_rank(args.launcher) == 0:  # one trainer per work dir; the other ranks share rank 0's
+            try:
+                held.enter_context(hold_lock(Path(cfg.work_dir) / ".train.lock", f"tools/train.py {args.config}"))
+            except WorkDirBusyError as err:
+                raise SystemExit(f"error: {err}") from None
+        runner = Runner.from_cfg(cfg)
+        runner.logger.info(lr_line)
+        runner.logger.info(f"work dir: {osp.abspath(cfg.work_dir)} (pid {os.getpid()})")
+        try:
+            check_train_dataloader(runner)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        runner.train()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+from mmengine.dist import broadcast_object_list
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -49,12 +50,32 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def final_record(work_dir: Path, max_iters: int) -> dict | None:
+    """``work_dir/result.json`` if it is a validation of iteration ``max_iters``
+    (the run's last), else None."""
+    path = work_dir / "result.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("split") != "val" or record.get("iter") != max_iters:
+        return None
+    return record
+
+
 @HOOKS.register_module()
 class ResultsRecordHook(Hook):
     """After each validation / test, writes ``work_dir/result.json``: task,
-    metrics, epoch and iteration (validation) or the checkpoint (test), backbone (file, weights sha256, source), the
-    resolved config, git commit, library versions, hardware, wall time and the
-    command line. The file always holds the run's latest evaluation."""
+    metrics, epoch, iteration and the run's last iteration (validation) or the
+    checkpoint (test), backbone (file, weights sha256, source), the resolved
+    config, git commit, library versions, hardware, wall time and the command
+    line. The file always holds the run's latest evaluation.
+
+    A record is final when its ``iter`` equals ``max_iters``. A run that starts
+    from iteration 0 moves an older record aside (``result.previous.json``) so
+    that it can never pass for this run's; a run that ends without a record of
+    its last iteration (its final validation was interrupted and the rerun
+    resumed at the end) validates before it returns.
+    """
 
     priority = "LOW"
 
@@ -64,6 +85,23 @@ class ResultsRecordHook(Hook):
 
     def before_run(self, runner) -> None:
         self.start = time.time()
+
+    def before_train(self, runner) -> None:
+        path = Path(runner.work_dir) / "result.json"
+        if runner.rank == 0 and runner.iter == 0 and path.exists():
+            path.replace(path.with_name("result.previous.json"))
+            runner.logger.info(f"{path} is from an earlier run; moved to result.previous.json")
+
+    def after_train(self, runner) -> None:
+        if runner.val_loop is None:
+            return
+        # Rank 0 decides: every rank must take part in the validation, or none.
+        missing = [runner.rank == 0 and final_record(Path(runner.work_dir), runner.iter) is None]
+        broadcast_object_list(missing, src=0)
+        if not missing[0]:
+            return
+        runner.logger.info(f"no evaluation of iteration {runner.iter} recorded (interrupted?); validating now")
+        runner.val_loop.run()
 
     def _write(self, runner, split: str, metrics: dict | None) -> None:
         if runner.rank != 0 or not metrics:
@@ -85,7 +123,7 @@ class ResultsRecordHook(Hook):
             "command": " ".join(sys.argv),
         }
         if split == "val":  # during training
-            record.update(epoch=runner.epoch, iter=runner.iter)
+            record.update(epoch=runner.epoch, iter=runner.iter, max_iters=runner.max_iters)
         else:  # a test run evaluates a saved checkpoint; touching runner.epoch would build the train loop
             record["checkpoint"] = runner.cfg.get("load_from")
         write_json(Path(runner.work_dir) / "result.json", record)

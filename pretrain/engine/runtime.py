@@ -9,7 +9,32 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
+from .config_checks import check_cfg_options, check_hook_options
+
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def process_rank(launcher: str) -> int:
+    """This process's global rank as its launcher set it (0 without one)."""
+    if launcher == "none":
+        return 0
+    return int(os.environ["RANK"] if launcher == "pytorch" else os.environ["SLURM_PROCID"])
+
+
+def check_train_dataloader(runner) -> None:
+    """Refuse a training set that yields no batch (fewer samples than one batch
+    with ``drop_last``): mmengine would start a run of zero iterations."""
+    loader = runner.train_dataloader
+    if len(loader) == 0:
+        spec = runner.cfg.train_dataloader.dataset
+        while "dataset" in spec:  # wrappers such as RepeatDataset
+            spec = spec.dataset
+        where = " ".join(str(spec[k]) for k in ("data_root", "split", "ann_file") if spec.get(k))
+        raise ValueError(
+            f"the training set ({spec.type}: {where}) has {len(loader.dataset)} sample(s), fewer than one batch of "
+            f"{loader.batch_size} per process with drop_last: no training step would run. "
+            "Use more data or a smaller train_dataloader.batch_size."
+        )
 
 
 def world_size_from_env(launcher: str) -> int:
@@ -28,13 +53,20 @@ def effective_batch_size(cfg: Config, world_size: int) -> int:
     return world_size * cfg.train_dataloader.batch_size * accumulation
 
 
-def apply_lr_scaling(cfg: Config, world_size: int) -> str:
+def apply_lr_scaling(cfg: Config, world_size: int, explicit_lr: bool = False) -> str:
     """Sets ``optimizer.lr = base_lr * effective batch / base_batch_size`` when the
-    config has ``lr_scaling`` (the MAE/SdAE rule); returns a line for the log."""
+    config has ``lr_scaling`` (the MAE/SdAE rule) and the lr was not given
+    explicitly (``explicit_lr``: ``--cfg-options optim_wrapper.optimizer.lr=...``,
+    which then wins); returns a line for the log."""
     batch = effective_batch_size(cfg, world_size)
     accumulation = cfg.optim_wrapper.get("accumulative_counts", 1)
     how = f"{world_size} process(es) x {cfg.train_dataloader.batch_size} x {accumulation} accumulation"
     scaling = cfg.get("lr_scaling")
+    if explicit_lr and scaling:
+        return (
+            f"effective batch {batch} ({how}); lr {cfg.optim_wrapper.optimizer.lr:.4g} as given in --cfg-options "
+            f"(lr_scaling not applied; set lr_scaling.base_lr instead to keep the batch rule)"
+        )
     if not scaling:
         return f"effective batch {batch} ({how}); absolute lr {cfg.optim_wrapper.optimizer.lr:.4g}"
     lr = scaling["base_lr"] * batch / scaling["base_batch_size"]
@@ -138,7 +170,10 @@ def prepare_config(
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file not found: {config}")
     cfg = Config.fromfile(config)
-    cfg.merge_from_dict(cfg_options or {})
+    cfg_options = cfg_options or {}
+    check_cfg_options(cfg, cfg_options)
+    cfg.merge_from_dict(cfg_options)
+    check_hook_options(cfg)
     if epochs is not None:
         set_epochs(cfg, epochs)
     if backbone is not None:
@@ -158,4 +193,5 @@ def prepare_config(
     check_teacher_updates(cfg)
     apply_amp(cfg, amp)
     prepare_cpu_distributed(cfg, launcher)
-    return cfg, apply_lr_scaling(cfg, world_size_from_env(launcher))
+    explicit_lr = "optim_wrapper.optimizer.lr" in cfg_options
+    return cfg, apply_lr_scaling(cfg, world_size_from_env(launcher), explicit_lr)

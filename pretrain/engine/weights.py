@@ -1,0 +1,51 @@
+"""Whether a checkpoint's weights are the ones a model expects, before mmengine
+loads them non-strictly (it only logs keys that do not match)."""
+
+from pathlib import Path
+
+import torch
+
+from pretrain.checkpoints import load_checkpoint_file
+
+from .hooks import unwrap_model
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes differ from the model's."""
+
+
+def _examples(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` (an mmengine
+    checkpoint, or a bare state dict) holds exactly the model's keys with the
+    model's shapes: evaluating a model whose weights were partly or not at all
+    replaced would report the metrics of its initialisation."""
+    loaded = load_checkpoint_file(checkpoint)
+    state = loaded.get("state_dict", loaded)
+    state = {key.removeprefix("module."): value for key, value in state.items()}  # DDP-saved files
+    expected = unwrap_model(model).state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    reshaped = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected.keys() & state.keys()
+        if isinstance(state[key], torch.Tensor) and state[key].shape != expected[key].shape
+    )
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of the model's {len(expected)} keys missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys the model does not have ({_examples(unexpected)})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} shapes differ, checkpoint vs model ({_examples(reshaped)})")
+    raise CheckpointMismatchError(
+        f"{checkpoint} does not fit this config's model: {'; '.join(problems)}. Give the checkpoint that "
+        "tools/train.py wrote for this config (a pretraining checkpoint or backbone file goes through "
+        "--backbone of tools/train.py, not tools/test.py)"
+    )
