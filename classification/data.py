@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from pretrain.data import load_rgb, scan_imagenet_split
+from pretrain.data.folders import CLASS_SPLITS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,13 +58,22 @@ TRANSFORMS = {"finetune": finetune_transform, "linprobe": linprobe_transform, "e
 
 @DATASETS.register_module()
 class ImageNetClassification(Dataset):
-    """``data_root/split/<class>/<image>``; labels follow the sorted class names.
+    """``data_root/split/<class>/<image>``; labels follow the sorted class names,
+    one list for ``split`` and the ``class_splits`` present under ``data_root`` (a class
+    folder missing from one of them, or empty, is an error naming it).
     ``transform`` is ``finetune``, ``linprobe`` or ``eval``."""
 
-    def __init__(self, data_root: str, split: str, transform: str, img_size: int = 224) -> None:
+    def __init__(
+        self,
+        data_root: str,
+        split: str,
+        transform: str,
+        img_size: int = 224,
+        class_splits: tuple[str, ...] = CLASS_SPLITS,
+    ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {sorted(TRANSFORMS)}, got {transform!r}")
-        self.samples, self.classes = scan_imagenet_split(data_root, split)
+        self.samples, self.classes = scan_imagenet_split(data_root, split, class_splits)
         self.transform = TRANSFORMS[transform](img_size)
         self.metainfo = dict(classes=tuple(self.classes), split=split)
 

@@ -145,8 +145,10 @@ def _die_with_parent() -> None:
 
 
 def run_child(cmd: list[str], log) -> int:
-    """Run one task's trainer with its output in ``log``; the trainer stops with
-    the suite (an interrupt, a SIGTERM, or on Linux any death of the suite)."""
+    """Run one task's trainer with its output in ``log``. The trainer stops with
+    the suite: on an interrupt (KeyboardInterrupt) it is terminated here, on any
+    death of the suite (SIGTERM, SIGKILL) Linux signals it (see _die_with_parent;
+    the calling thread waits for the child, so the signal comes with the process)."""
     child = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -155,11 +157,9 @@ def run_child(cmd: list[str], log) -> int:
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         return child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if child.poll() is None:
             child.terminate()
             try:

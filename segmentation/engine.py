@@ -1,9 +1,11 @@
-"""Importing this module registers the dense ViT backbone with mmseg (and the
-shared hooks, optimizer constructors and checkpoint backend with mmengine)."""
+"""Importing this module registers the dense ViT backbone and the checked ADE20K dataset
+(:mod:`segmentation.datasets`) with mmseg (and the shared hooks, optimizer constructors
+and checkpoint backend with mmengine)."""
 
 from mmseg.registry import MODELS
 
 import pretrain.engine  # noqa: F401
+import segmentation.datasets  # noqa: F401  (registers CheckedADE20KDataset)
 from pretrain.models.dense import DenseViT
 
 MODELS.register_module(name="DenseViT", module=DenseViT)

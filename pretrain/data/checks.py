@@ -1,12 +1,36 @@
 """Finding every unreadable or misplaced file of an image dataset up front."""
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .folders import IMAGE_EXTENSIONS, list_images
+from PIL import Image
+
+from .folders import IMAGE_EXTENSIONS, ImageFolderError, class_mismatches, list_images
 from .pretrain_dataset import UnreadableImageError, load_rgb
+
+
+class DatasetDefectError(ValueError):
+    """Files or annotations that would crash training or silently make it wrong."""
+
+
+class DatasetSampleError(RuntimeError):
+    """A sample failed to load; the message names its files."""
+
+
+def refuse_defects(dataset: str, problems: list[str], check_command: str, shown: int = 20) -> None:
+    """Raise one error listing ``problems`` (the first ``shown``) of ``dataset``, if any."""
+    if not problems:
+        return
+    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    raise DatasetDefectError(
+        f"{dataset}: {len(problems)} problem(s) that would crash training or make it silently wrong:\n  "
+        + "\n  ".join(problems[:shown])
+        + more
+        + f"\nFix them (`{check_command}` lists every one) and start again."
+    )
 
 
 @dataclass
@@ -55,9 +79,9 @@ def check_imagenet_layout(root: Path, splits: list[str]) -> tuple[list[str], lis
     """Layout problems of ``root/<split>/<class>/<image>`` and the image files found.
 
     Reported: missing splits; files directly in a split folder (no class);
-    non-image files and nested folders inside class folders; empty classes;
-    classes of a later split that the first split does not have (their labels
-    would be wrong, since indices follow the sorted class names).
+    non-image files and nested folders inside class folders; symlink loops; empty
+    classes; a class folder that one split has and another lacks (the labels
+    would differ, since indices follow the sorted class names).
     """
     problems, images = [], []
     class_sets = {}
@@ -74,7 +98,6 @@ def check_imagenet_layout(root: Path, splits: list[str]) -> tuple[list[str], lis
                 problems.append(f"{entry}: file outside any class folder")
                 continue
             classes.append(entry.name)
-            found = 0
             for item in sorted(entry.iterdir()):
                 if item.name.startswith("."):
                     continue
@@ -82,19 +105,18 @@ def check_imagenet_layout(root: Path, splits: list[str]) -> tuple[list[str], lis
                     problems.append(f"{item}: nested folder inside class {entry.name}")
                 elif item.suffix.lower() not in IMAGE_EXTENSIONS:
                     problems.append(f"{item}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
-                else:
-                    images.append(item)
-                    found += 1
+            try:
+                found = list_images(entry)  # what the datasets read, so symlink loops are found too
+            except ImageFolderError as err:
+                problems.append(str(err))
+                continue
+            images += found
             if not found:
                 problems.append(f"{entry}: class folder without images")
         if not classes:
             problems.append(f"{split_dir}: no class folders")
-        class_sets[split] = set(classes)
-    if len(class_sets) > 1:
-        first, reference = next(iter(class_sets.items()))
-        for split, classes in class_sets.items():
-            for name in sorted(classes - reference):
-                problems.append(f"{root / split / name}: class not present in '{first}' (label mismatch)")
+        class_sets[split] = classes
+    problems += class_mismatches(root, class_sets)
     return problems, images
 
 
@@ -117,8 +139,11 @@ def check_dataset(
     elif layout == "coco":
         problems, images = check_coco_layout(root)
     elif layout == "folder":
-        images = list_images(root)
-        problems = [] if images else [f"{root}: no image files"]
+        try:
+            images = list_images(root)
+            problems = [] if images else [f"{root}: no image files"]
+        except ImageFolderError as err:
+            images, problems = [], [str(err)]
     else:
         raise ValueError(f"layout must be 'imagenet', 'ade20k', 'coco' or 'folder', got {layout!r}")
     return DatasetReport(images=len(images), unreadable=find_unreadable(images, workers, progress), layout=problems)
@@ -127,13 +152,38 @@ def check_dataset(
 ADE_SPLITS = ("training", "validation")
 
 
+def ade_pair_problems(image: Path, label_map: Path | None) -> list[str]:
+    """What makes one ADE20K image / label map pair crash training or train on wrong
+    labels, from the file headers only (cheap): an unreadable image, a missing or
+    unreadable label map, a label map that is not 8-bit single-channel or whose
+    size differs from its image's."""
+    try:
+        with Image.open(image) as img:
+            size = img.size
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        return [f"{image}: unreadable image ({err})"]
+    if label_map is None:
+        return []
+    if not label_map.is_file():
+        return [f"{image}: no label map {label_map}"]
+    try:
+        with Image.open(label_map) as ann:
+            mode, label_size = ann.mode, ann.size
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        return [f"{label_map}: unreadable label map ({err})"]
+    if mode not in ("L", "P"):
+        return [f"{label_map}: label map mode {mode}, expected 8-bit single channel (mode L or P)"]
+    if label_size != size:
+        return [f"{label_map}: size {label_size} differs from its image {image.name} {size}; expected {size}"]
+    return []
+
+
 def check_ade20k_layout(root: Path) -> tuple[list[str], list[Path]]:
     """``root`` is the folder holding ``ADEChallengeData2016`` (or that folder itself).
     Reported: missing folders; images without a label map and label maps without an
     image; label maps that are not 8-bit single-channel, differ in size from their
     image, or hold values above 150; stray files."""
     import numpy as np
-    from PIL import Image
 
     base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
     problems, images = [], []
@@ -153,29 +203,81 @@ def check_ade20k_layout(root: Path) -> tuple[list[str], list[Path]]:
         problems += [f"{anns[s]}: label map without an image" for s in sorted(anns.keys() - imgs.keys())]
         for stem in sorted(imgs.keys() & anns.keys()):
             images.append(imgs[stem])
+            pair = ade_pair_problems(imgs[stem], anns[stem])
+            problems += pair
+            if pair:
+                continue
             try:
-                with Image.open(anns[stem]) as ann, Image.open(imgs[stem]) as img:
-                    if ann.mode not in ("L", "P"):
-                        problems.append(f"{anns[stem]}: label map mode {ann.mode}, expected 8-bit single channel")
-                        continue
-                    if ann.size != img.size:
-                        problems.append(f"{anns[stem]}: size {ann.size} differs from its image {img.size}")
+                with Image.open(anns[stem]) as ann:
                     top = int(np.asarray(ann).max())
-                    if top > 150:
-                        problems.append(f"{anns[stem]}: label {top} > 150 (ADE: 0 = ignore, 1..150 classes)")
             except OSError as err:
                 problems.append(f"{anns[stem]}: unreadable label map ({err})")
+                continue
+            if top > 150:
+                problems.append(f"{anns[stem]}: label {top} > 150 (ADE: 0 = ignore, 1..150 classes)")
     return problems, images
 
 
 COCO_SPLITS = ("train2017", "val2017")
 
 
+def _coco_box(bbox: object) -> tuple[float, float, float, float] | None:
+    """``bbox`` as ``(x, y, w, h)`` if it is four finite numbers."""
+    numbers = isinstance(bbox, list | tuple) and len(bbox) == 4
+    if numbers and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
+        return tuple(float(v) for v in bbox)
+    return None
+
+
+def _segmentation_problem(segmentation: object) -> str | None:
+    if isinstance(segmentation, dict):  # RLE (crowd regions)
+        if segmentation.get("counts") is None or segmentation.get("size") is None:
+            return f"RLE segmentation {sorted(segmentation)} needs 'counts' and 'size'"
+        return None
+    if not isinstance(segmentation, list):
+        return f"segmentation {segmentation!r} is neither a polygon list nor an RLE dict"
+    if not segmentation:
+        return "segmentation: [] (no polygon); give the object's polygons or remove the annotation"
+    if not all(isinstance(p, list) for p in segmentation):
+        return f"segmentation {segmentation!r} is not a list of polygons (lists of x, y coordinates)"
+    # mmdet drops a degenerate polygon beside usable ones (as detectron2 does);
+    # an object left with none would be ignored silently.
+    if not any(len(p) >= 6 and len(p) % 2 == 0 for p in segmentation):
+        lengths = [len(p) for p in segmentation]
+        return (
+            f"no usable polygon: polygons need an even number (>= 6) of coordinates, got {lengths}; "
+            "mmdet would ignore the object"
+        )
+    return None
+
+
+def coco_annotation_problems(ann: dict, width: int, height: int, category_ids: Collection[int]) -> list[str]:
+    """What makes one COCO instance annotation crash mmdet's loading or be dropped
+    silently: a bbox that is not ``[x, y, w, h]`` or lies outside the ``width`` x
+    ``height`` image, an unknown category, a missing, empty (``[]``) or malformed
+    segmentation (no polygon with an even number, >= 6, of coordinates). Zero-size
+    boxes are not reported: mmdet drops them, and official COCO 2017 has a few."""
+    problems = []
+    box = _coco_box(ann.get("bbox"))
+    if box is None:
+        problems.append(f"bbox {ann.get('bbox')!r} is not [x, y, width, height]")
+    elif box[0] < 0 or box[1] < 0 or box[0] + box[2] > width + 1 or box[1] + box[3] > height + 1:
+        problems.append(f"bbox {ann.get('bbox')} lies outside the {width}x{height} image")
+    if ann.get("category_id") not in category_ids:
+        problems.append(f"unknown category_id {ann.get('category_id')}")
+    if "segmentation" not in ann:
+        problems.append("no segmentation (instance masks need a polygon list or an RLE dict)")
+    else:
+        segmentation = _segmentation_problem(ann["segmentation"])
+        problems += [segmentation] if segmentation else []
+    return problems
+
+
 def check_coco_layout(root: Path, splits: tuple[str, ...] = COCO_SPLITS) -> tuple[list[str], list[Path]]:
     """``root/annotations/instances_<split>.json`` and ``root/<split>/``. Reported:
     missing files; duplicate ids; annotations pointing at unknown images or
-    categories; images listed but absent; boxes outside their image or empty;
-    malformed polygon segmentations."""
+    categories; images listed but absent or empty; boxes outside their image;
+    missing, empty or malformed segmentations."""
     import json
 
     problems, images = [], []
@@ -214,16 +316,7 @@ def check_coco_layout(root: Path, splits: tuple[str, ...] = COCO_SPLITS) -> tupl
             if img is None:
                 problems.append(f"{where}: unknown image_id {ann.get('image_id')}")
                 continue
-            if ann.get("category_id") not in categories:
-                problems.append(f"{where}: unknown category_id {ann.get('category_id')}")
-            x, y, w, h = ann.get("bbox", (0, 0, 0, 0))
-            if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > img["width"] + 1 or y + h > img["height"] + 1:
-                problems.append(
-                    f"{where}: bbox {ann.get('bbox')} empty or outside the {img['width']}x{img['height']} image"
-                )
-            segmentation = ann.get("segmentation")
-            if isinstance(segmentation, list) and not all(
-                isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation
-            ):
-                problems.append(f"{where}: polygons need an even number (>= 6) of coordinates")
+            where += f" (image {img['id']}, {img['file_name']})"
+            found = coco_annotation_problems(ann, img["width"], img["height"], categories)
+            problems += [f"{where}: {p}" for p in found]
     return problems, images

@@ -1,5 +1,6 @@
 # COCO 2017 in its official layout; DETR-style multi-scale augmentation.
-dataset_type = "CocoDataset"
+# mmdet's CocoDataset that refuses, before training, malformed annotations and empty images
+dataset_type = "CheckedCocoDataset"
 data_root = "data/coco/"
 multi_scale = [(1333, s) for s in range(480, 801, 32)]
 train_pipeline = [

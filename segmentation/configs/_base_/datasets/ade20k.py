@@ -1,5 +1,6 @@
 # ADE20K in its official layout: <data_root>/ADEChallengeData2016/{images,annotations}/{training,validation}.
-dataset_type = "ADE20KDataset"
+# mmseg's ADE20KDataset that refuses, before training, label maps of the wrong size or mode
+dataset_type = "CheckedADE20KDataset"
 data_root = "data/ade"
 crop_size = (512, 512)
 train_pipeline = [
