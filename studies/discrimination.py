@@ -6,7 +6,7 @@ set with one budget (same data, steps and schedule), take the random-init contro
 (exactly the student both runs start from for that seed), and run the ``real``
 preset of the suite - fine-tune, linear probe, ADE20K-layout segmentation,
 COCO-layout detection and instance segmentation - on each, through
-``pretrain.suite.run_suite`` (its records are reused on rerun). Then: mean ±
+``suite.runner.run_suite`` (its records are reused on rerun). Then: mean ±
 sample std per method, task and metric over the seeds, and per pretrained method
 and metric the gap to the control and whether it exceeds the seeds' spread
 (``gap > std(method) + std(control)``: the two one-sigma intervals do not touch).
@@ -27,7 +27,7 @@ import torch
 
 from pretrain.data.real_suite import write_real_suite
 from pretrain.engine.results import write_json
-from pretrain.reproduction import (
+from studies.reproduction import (
     Variant,
     finished_run_facts,
     pretrain_from_config,
@@ -35,7 +35,7 @@ from pretrain.reproduction import (
     stats_csv,
     summarise_over_seeds,
 )
-from pretrain.suite import DATASETS, REPO, run_task
+from suite.runner import DATASETS, REPO, run_task
 
 PRETRAIN_CONFIGS = {
     "sdae": REPO / "pretrain/configs/real/sdae_vit-micro-p8_1xb128-30e_realsuite64.py",

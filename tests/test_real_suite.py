@@ -15,7 +15,7 @@ from pretrain.data import real_suite
 from pretrain.data.checks import check_dataset
 from pretrain.data.real_suite import SPLITS, write_real_suite
 from pretrain.engine.hooks import TeacherEMAHook
-from pretrain.suite import PRESETS
+from suite.runner import PRESETS
 
 from conftest import REPO, TINY_CONFIG, build_runner, run_tool, tiny_options
 

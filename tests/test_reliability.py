@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pretrain.engine.runtime import prepare_config
-from pretrain.suite import final_result, prepare_backbone
+from suite.runner import final_result, prepare_backbone
 
 from conftest import REPO, TINY_CONFIG, run_tool
 

@@ -81,7 +81,7 @@ def test_probe_features_are_timm_class_token(tmp_path, real_data):
     from pretrain.checkpoints import CanonicalBackbone, save_backbone
     from pretrain.checkpoints.convert import infer_arch
     from pretrain.models import build_vit
-    from pretrain.reproduction import extract_features
+    from studies.reproduction import extract_features
 
     torch.manual_seed(0)
     vit = build_vit("micro", img_size=32, pos_embed="learned")
@@ -99,7 +99,7 @@ def test_probe_features_are_timm_class_token(tmp_path, real_data):
 
 
 def test_logistic_probe_separates_separable_data_and_not_noise():
-    from pretrain.reproduction import logistic_probe
+    from studies.reproduction import logistic_probe
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)
@@ -111,7 +111,7 @@ def test_logistic_probe_separates_separable_data_and_not_noise():
 
 
 def test_summary_mean_and_sample_std():
-    from pretrain.reproduction import csv_table, markdown_table, summarise
+    from studies.reproduction import csv_table, markdown_table, summarise
 
     records = [
         dict(variant="mae", seed=s, linear_digits=v, finetune_digits=50.0 + s, pretrain_s=10.0, final_loss=0.5)
@@ -184,7 +184,7 @@ def test_benchmark_rejects_unknown_variant():
 def test_set_epochs_stretches_the_schedule():
     from mmengine.config import Config
 
-    from pretrain.reproduction import PRETRAIN_CONFIGS, set_epochs
+    from studies.reproduction import PRETRAIN_CONFIGS, set_epochs
 
     cfg = Config.fromfile(str(PRETRAIN_CONFIGS["sdae"]))
     assert cfg.train_cfg.max_epochs == 6
@@ -197,7 +197,7 @@ def test_set_epochs_stretches_the_schedule():
 
 
 def test_teacher_diagnostics(tmp_path):
-    from pretrain.reproduction import teacher_diagnostics
+    from studies.reproduction import teacher_diagnostics
 
     torch.manual_seed(0)
     student = {"norm.weight": torch.ones(4), "norm.bias": torch.zeros(4), "w": torch.randn(4, 4)}
@@ -217,7 +217,7 @@ def test_teacher_diagnostics(tmp_path):
 def test_random_init_control_is_the_start_of_every_pretraining_run(tmp_path, real_data):
     """Seed k's control equals the student that seed k's MAE and SdAE runs start from."""
     from pretrain.checkpoints import read_backbone
-    from pretrain.reproduction import PRETRAIN_CONFIGS, VARIANTS, pretrain
+    from studies.reproduction import PRETRAIN_CONFIGS, VARIANTS, pretrain
 
     from conftest import build_runner
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from pretrain.report import ProvenanceError, build_table, load_records, to_markdown, write_report
-from pretrain.suite import REQUIRED_FIELDS
+from suite.report import ProvenanceError, build_table, load_records, to_markdown, write_report
+from suite.runner import REQUIRED_FIELDS
 
 from conftest import REPO, run_tool
 

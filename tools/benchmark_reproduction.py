@@ -35,7 +35,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 from pretrain.data.real import write_real_datasets
-from pretrain.reproduction import DEFAULT_VARIANTS, VARIANTS, csv_table, markdown_table, plot, run_one, summarise
+from studies.reproduction import DEFAULT_VARIANTS, VARIANTS, csv_table, markdown_table, plot, run_one, summarise
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from pretrain.report import write_report
 from studies.discrimination import CONTROL, default_amp, markdown_table, run, write_outputs
+from suite.report import write_report
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ without provenance is refused.
 import argparse
 import sys
 
-from pretrain.report import ProvenanceError, write_report
+from suite.report import ProvenanceError, write_report
 
 
 def main() -> int:

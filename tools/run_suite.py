@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pretrain.suite import PRESETS, TASKS, run_suite
+from suite.runner import PRESETS, TASKS, run_suite
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ evaluate each encoder, and summarise over seeds.
 
 Every run goes through the same code as ``tools/train.py``: the repository's
 configs, ``prepare_config``, mmengine's Runner; trained students are converted
-to canonical files as users' checkpoints are (``pretrain.suite.prepare_backbone``).
+to canonical files as users' checkpoints are (``suite.runner.prepare_backbone``).
 Evaluation per encoder (the student, as for every downstream stage):
 
 * linear probe - frozen features of the evaluation transform (class token after
@@ -33,7 +33,7 @@ from pretrain.checkpoints.convert import infer_arch
 from pretrain.engine.hooks import unwrap_model
 from pretrain.engine.results import write_json
 from pretrain.engine.runtime import prepare_config, set_epochs
-from pretrain.suite import prepare_backbone
+from suite.runner import prepare_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIGS = {

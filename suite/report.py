@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pretrain.checkpoints.canonical import BackboneArch
-from pretrain.suite import REQUIRED_FIELDS, describe_arch
+from suite.runner import REQUIRED_FIELDS, describe_arch
 
 PAPER_RESULTS = Path(__file__).resolve().parents[1] / "docs/paper_results.json"
 ABLATION_PREFIX = "ablation: "  # run_suite --label "ablation: full image" puts a run in Table 5
