@@ -7,6 +7,7 @@ from torchvision import transforms
 
 from pretrain.data import load_rgb, scan_imagenet_split
 from pretrain.data.folders import CLASS_SPLITS
+from pretrain.data.sampler import sample_random_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,4 +83,7 @@ class ImageNetClassification(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]
-        return dict(inputs=self.transform(load_rgb(path)), data_samples=label)
+        # Augmentation from the sample's own seed when ResumableSampler gives one (exact resumes).
+        with sample_random_state(index):
+            inputs = self.transform(load_rgb(path))
+        return dict(inputs=inputs, data_samples=label)

@@ -3,7 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--backbone FILE.safetensors] [--amp bf16|fp16|none]
                           [--resume [CHECKPOINT] | --no-resume] [--cfg-options k=v ...]
 
-By default a run continues from the latest checkpoint in its work dir.
+By default a run continues from the newest intact checkpoint in its work dir.
 Multi-GPU / multi-node: tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
 """
 
@@ -17,6 +17,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from pretrain.engine.lock import WorkDirBusyError, hold_lock
+from pretrain.engine.resume import NoIntactCheckpointError, checkpoint_folder, choose_auto_resume, remove_partial_files
 from pretrain.engine.runtime import check_train_dataloader, prepare_config, process_rank
 
 
@@ -85,6 +86,12 @@ def main() -> None:
                 held.enter_context(hold_lock(Path(cfg.work_dir) / ".train.lock", f"tools/train.py {args.config}"))
             except WorkDirBusyError as err:
                 raise SystemExit(f"error: {err}") from None
+            for folder in {Path(cfg.work_dir), checkpoint_folder(cfg)}:  # under the lock: nobody writes there
+                remove_partial_files(folder)
+        try:
+            choose_auto_resume(cfg)  # the newest intact checkpoint of this work dir, if resume is automatic
+        except NoIntactCheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
         runner = Runner.from_cfg(cfg)
         runner.logger.info(lr_line)
         runner.logger.info(f"work dir: {osp.abspath(cfg.work_dir)} (pid {os.getpid()})")

@@ -13,6 +13,7 @@ from torchvision import transforms
 
 from .device_decode import ENCODED_JPEG, RAW_RGB, crop_record
 from .folders import ImageFolderError, list_images
+from .sampler import sample_random_state
 
 
 class UnreadableImageError(RuntimeError):
@@ -87,9 +88,11 @@ class PretrainImageDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict:
-        if self.decode == "device":
-            return self._encoded_sample(self.files[index])
-        img = self.transform(load_rgb(self.files[index]))
+        # Crops and flips from the sample's own seed when ResumableSampler gives one.
+        with sample_random_state(index):
+            if self.decode == "device":
+                return self._encoded_sample(self.files[index])
+            img = self.transform(load_rgb(self.files[index]))
         return dict(inputs=torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
 
     def _encoded_sample(self, path: Path) -> dict:

@@ -1,20 +1,24 @@
 """mmengine glue: importing this package registers the pretraining model, the
-hooks, optimizer constructors, dataset and atomic checkpoint backend shared by
-every stage."""
+hooks, train loop, sampler, optimizer constructors, dataset and atomic
+checkpoint backend shared by every stage."""
 
 from pretrain.data import PretrainImageDataset
+from pretrain.data.sampler import ResumableSampler
 
-from .checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, WeightsOnlyCheckpointHook
-from .hooks import DeferredLossHook, RandomStateHook, TeacherEMAHook
+from .checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, SafeCheckpointHook, WeightsOnlyCheckpointHook
+from .hooks import DeferredLossHook, EffectiveBatchHook, RandomStateHook, TeacherEMAHook
+from .loops import ResumableEpochBasedTrainLoop
 from .model import DeviceLossBuffer, NonFiniteLossError, PretrainDataPreprocessor, SdAEPretrainer
 from .optim import LarsOptimWrapperConstructor, LayerDecayOptimWrapperConstructor, TrainableOptimWrapperConstructor
 from .results import ResultsRecordHook
+from .shard_hook import ShardedDataHook
 
 __all__ = [
     "ATOMIC_BACKEND",
     "AtomicLocalBackend",
     "DeferredLossHook",
     "DeviceLossBuffer",
+    "EffectiveBatchHook",
     "LarsOptimWrapperConstructor",
     "LayerDecayOptimWrapperConstructor",
     "NonFiniteLossError",
@@ -22,7 +26,11 @@ __all__ = [
     "PretrainImageDataset",
     "RandomStateHook",
     "ResultsRecordHook",
+    "ResumableEpochBasedTrainLoop",
+    "ResumableSampler",
+    "SafeCheckpointHook",
     "SdAEPretrainer",
+    "ShardedDataHook",
     "TeacherEMAHook",
     "TrainableOptimWrapperConstructor",
     "WeightsOnlyCheckpointHook",

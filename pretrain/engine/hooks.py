@@ -1,5 +1,6 @@
-"""Training hooks: the EMA teacher update, exact random-state resumption and the
-losses' way from the device to the log and the non-finite check."""
+"""Training hooks: the EMA teacher update, exact random-state resumption, the
+effective-batch check on resume and the losses' way from the device to the log
+and the non-finite check."""
 
 import random
 
@@ -15,6 +16,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from pretrain.models import cosine_momentum
 
 from .model import DeviceLossBuffer, NonFiniteLossError, non_finite_message
+from .runtime import effective_batch_size
 
 
 def unwrap_model(model):
@@ -213,6 +215,67 @@ class RandomStateHook(Hook):
             )
         else:
             self._pending = states
+
+
+def _batch_layout(runner) -> dict:
+    """The effective batch of this run and what it is made of."""
+    cfg = runner.cfg
+    return dict(
+        images=effective_batch_size(cfg, get_world_size()),
+        world_size=get_world_size(),
+        batch_size=cfg.train_dataloader.batch_size,
+        accumulation=cfg.optim_wrapper.get("accumulative_counts", 1),
+    )
+
+
+def _describe(layout: dict) -> str:
+    return (
+        f"{layout['images']} images per optimizer step ({layout['world_size']} process(es) x "
+        f"{layout['batch_size']} x {layout['accumulation']} accumulation)"
+    )
+
+
+@HOOKS.register_module()
+class EffectiveBatchHook(Hook):
+    """Stores the effective batch (processes x batch per process x accumulation)
+    in every checkpoint's meta and refuses to resume from a checkpoint trained
+    with another one: the learning rate (``lr_scaling``) was set for it, and the
+    schedules count iterations, whose number per epoch follows from it. Other
+    processes x batch with the same product and accumulation (8 GPUs x 96 or
+    4 GPUs x 192) are accepted."""
+
+    priority = "VERY_HIGH"  # refuse before any other hook acts on the resumed state
+
+    def __init__(self) -> None:
+        self._resumed: dict | None = None
+        self._loaded = False
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["meta"]["effective_batch"] = _batch_layout(runner)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = True
+        self._resumed = checkpoint.get("meta", {}).get("effective_batch")
+
+    def before_train(self, runner) -> None:
+        # Only a resumed run continues a schedule; ``load_from`` (weights only) starts at iteration 0.
+        if not self._loaded or runner.iter == 0:
+            return
+        source = runner.cfg.get("load_from") or f"the checkpoint named in {runner.work_dir}/last_checkpoint"
+        current, saved = _batch_layout(runner), self._resumed
+        if saved is None:
+            runner.logger.warning(
+                f"{source} does not record its effective batch (written before this check existed); "
+                f"resuming with {_describe(current)} unchecked"
+            )
+        elif (saved["images"], saved["accumulation"]) != (current["images"], current["accumulation"]):
+            raise ValueError(
+                f"cannot resume from {source}: it was trained with {_describe(saved)}, this run has "
+                f"{_describe(current)}; its learning rate and iteration-based schedule were built for "
+                f"{saved['images']} images per step, {saved['images'] // saved['accumulation']} per iteration. "
+                "Resume with the same number of GPUs (processes) x train_dataloader.batch_size and the same "
+                "optim_wrapper.accumulative_counts, or start a new run with --no-resume (or in another --work-dir)."
+            )
 
 
 def _checkpoint_due_after_iter(runner, checkpoint_hooks: list[CheckpointHook]) -> bool:

@@ -19,7 +19,7 @@ default_hooks = dict(
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
     checkpoint=dict(
-        type="CheckpointHook",
+        type="SafeCheckpointHook",
         interval=1,
         max_keep_ckpts=2,
         save_best="coco/bbox_mAP",
@@ -30,5 +30,6 @@ default_hooks = dict(
     visualization=dict(type="DetVisualizationHook"),
     random_state=dict(type="RandomStateHook"),
     weights_only=dict(type="WeightsOnlyCheckpointHook"),
+    effective_batch=dict(type="EffectiveBatchHook"),
 )
 custom_hooks = [dict(type="ResultsRecordHook", task="coco")]

@@ -7,14 +7,17 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    # Atomic writes: a crash while saving never leaves a truncated checkpoint.
-    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=3, backend_args=dict(backend="atomic_local")),
+    # Atomic writes: a crash while saving never leaves a truncated checkpoint; outdated
+    # checkpoints are removed only after the new one and last_checkpoint are complete.
+    checkpoint=dict(type="SafeCheckpointHook", interval=1, max_keep_ckpts=3, backend_args=dict(backend="atomic_local")),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     # Restores every rank's random state on resume (masks and crops continue exactly).
     random_state=dict(type="RandomStateHook"),
     # Checkpoints hold only tensors and builtin containers: resumable under
     # torch's weights_only=True loading without unpickling any class.
     weights_only=dict(type="WeightsOnlyCheckpointHook"),
+    # Refuses to resume with another effective batch than the checkpoint was trained with.
+    effective_batch=dict(type="EffectiveBatchHook"),
 )
 
 env_cfg = dict(

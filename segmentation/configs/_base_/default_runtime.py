@@ -19,7 +19,7 @@ default_hooks = dict(
     logger=dict(type="LoggerHook", interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type="ParamSchedulerHook"),
     checkpoint=dict(
-        type="CheckpointHook",
+        type="SafeCheckpointHook",
         by_epoch=False,
         interval=16000,
         max_keep_ckpts=2,
@@ -31,5 +31,6 @@ default_hooks = dict(
     visualization=dict(type="SegVisualizationHook"),
     random_state=dict(type="RandomStateHook"),
     weights_only=dict(type="WeightsOnlyCheckpointHook"),
+    effective_batch=dict(type="EffectiveBatchHook"),
 )
 custom_hooks = [dict(type="ResultsRecordHook", task="ade20k")]

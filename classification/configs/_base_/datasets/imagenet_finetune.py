@@ -6,7 +6,8 @@ train_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     drop_last=True,  # Mixup/CutMix pair images within a batch
-    sampler=dict(type="DefaultSampler", shuffle=True),
+    # DefaultSampler's order; skips trained batches on a mid-epoch resume.
+    sampler=dict(type="ResumableSampler", shuffle=True),
     collate_fn=dict(type="default_collate"),
     dataset=dict(type="ImageNetClassification", data_root=data_root, split="train", transform="finetune", img_size=224),
 )

@@ -22,6 +22,6 @@ param_scheduler = [
         convert_to_iter_based=True,
     ),
 ]
-train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs, val_interval=5)
+train_cfg = dict(type="ResumableEpochBasedTrainLoop", max_epochs=max_epochs, val_interval=5)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")

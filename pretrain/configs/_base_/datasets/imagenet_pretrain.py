@@ -6,7 +6,8 @@ train_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     drop_last=True,
-    sampler=dict(type="DefaultSampler", shuffle=True),
+    # DefaultSampler's order; skips trained batches on a mid-epoch resume and seeds each sample's crop.
+    sampler=dict(type="ResumableSampler", shuffle=True),
     collate_fn=dict(type="default_collate"),
     dataset=dict(
         type="PretrainImageDataset",

@@ -24,4 +24,4 @@ param_scheduler = [
         convert_to_iter_based=True,
     ),
 ]
-train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs)
+train_cfg = dict(type="ResumableEpochBasedTrainLoop", max_epochs=max_epochs)
