@@ -1,16 +1,24 @@
 """Paper-style tables (markdown + CSV) and plots from the results store, with this
-suite's measured rows beside the paper's reported ones."""
+suite's measured rows beside the paper's reported ones.
+
+A measured row is one label run on one number of GPUs with one set of
+--cfg-options and --amp; each of its cells is the mean ± sample standard
+deviation over the seeds recorded for it, with their number n. The row says how
+its batch was made and what differs from the recipe."""
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 from pretrain.checkpoints.canonical import BackboneArch
-from suite.runner import REQUIRED_FIELDS, describe_arch
+from suite.runner import PRESENT_FIELDS, REQUIRED_FIELDS, describe_arch
 
 PAPER_RESULTS = Path(__file__).resolve().parents[1] / "docs/paper_results.json"
 ABLATION_PREFIX = "ablation: "  # run_suite --label "ablation: full image" puts a run in Table 5
 MISSING = "\u2013"  # an en dash marks a value the paper or this run does not have
+BATCH_HEADER = "Batch (GPUs x per GPU x accum.)"
+CHANGES_HEADER = "Changes from the recipe"
 
 
 class ProvenanceError(ValueError):
@@ -22,7 +30,7 @@ def load_records(results_dir: str | Path) -> list[dict]:
     records = []
     for path in sorted(Path(results_dir).glob("*.json")):
         record = json.loads(path.read_text())
-        missing = [f for f in REQUIRED_FIELDS if not record.get(f)]
+        missing = [f for f in REQUIRED_FIELDS if not record.get(f)] + [f for f in PRESENT_FIELDS if f not in record]
         backbone = record.get("backbone") or {}
         if not backbone.get("weights_sha256"):
             missing.append("backbone.weights_sha256")
@@ -37,52 +45,81 @@ def _measured_source(record: dict) -> str:
     return f"this suite: {record['data'].split(' (')[0]} data, {record['preset']} preset, {describe_arch(arch)}"
 
 
-def _by_label(records: list[dict], tasks: tuple[str, ...]) -> dict[str, dict[str, dict]]:
-    """label -> task -> its latest record; labels in the order they were first recorded."""
-    table: dict[str, dict[str, dict]] = {}
+def _variant(record: dict) -> tuple:
+    """What the records of one row share beyond the label: the processes and
+    what the user chose (cfg-options, precision); the seed is what varies."""
+    return record["world_size"], tuple(record["cfg_options"]), record["amp"]
+
+
+def _by_row(records: list[dict], tasks: tuple[str, ...]) -> dict[tuple, dict[str, list[dict]]]:
+    """(label, variant) -> task -> its latest record per seed; rows in the order they were first recorded."""
+    rows: dict[tuple, dict[str, dict[int, dict]]] = {}
     for record in sorted(records, key=lambda r: r["recorded_at"]):
         if record["task"] in tasks:
-            table.setdefault(record["label"], {})[record["task"]] = record
-    return table
+            cells = rows.setdefault((record["label"], _variant(record)), {})
+            cells.setdefault(record["task"], {})[record["seed"]] = record
+    return {row: {task: list(by_seed.values()) for task, by_seed in cells.items()} for row, cells in rows.items()}
 
 
 def _fmt(value) -> str:
     return MISSING if value is None else f"{value:.1f}"
 
 
+def _cell(values: list[float]) -> str:
+    """Mean ± sample standard deviation (n - 1) over seeds, and n."""
+    if not values:
+        return MISSING
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    return f"{statistics.mean(values):.1f} \u00b1 {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def _batch(cells: dict[str, list[dict]], tasks: tuple[str, ...]) -> str:
+    """How each task's batch was made, e.g. "8x128x1 = 1024" (prefixed by the task in a table of several)."""
+    parts = []
+    for task, records in sorted(cells.items(), key=lambda item: tasks.index(item[0])):
+        made = sorted(
+            {f"{r['world_size']}x{r['batch_per_gpu']}x{r['accumulation']} = {r['effective_batch']}" for r in records}
+        )
+        parts.append((f"{task} " if len(tasks) > 1 else "") + ", ".join(made))
+    return "; ".join(parts)
+
+
+def _changes(cells: dict[str, list[dict]]) -> str:
+    changes = sorted({change for records in cells.values() for r in records for change in r["recipe_changes"]})
+    return "; ".join(changes) or "none"
+
+
 TABLES = {
     "imagenet": dict(
         title="Table 2 - ImageNet-1k top-1 (%)",
-        header=["Method", "Epochs", "Fine-tune", "Linear", "Source"],
+        header=["Method", "Epochs", "Fine-tune", "Linear"],
         tasks=("finetune", "linprobe"),
         paper_cols=("finetune_top1", "linear_top1"),
-        measured=lambda t: [
-            t["finetune"]["metrics"]["top1"] if "finetune" in t else None,
-            t["linprobe"]["metrics"]["top1"] if "linprobe" in t else None,
-        ],
+        columns=[("finetune", lambda r: r["metrics"]["top1"]), ("linprobe", lambda r: r["metrics"]["top1"])],
     ),
     "ade20k": dict(
         title="Table 3 - ADE20K semantic segmentation, mIoU (%)",
-        header=["Method", "Epochs", "mIoU", "Source"],
+        header=["Method", "Epochs", "mIoU"],
         tasks=("ade20k",),
         paper_cols=("mIoU",),
-        measured=lambda t: [t["ade20k"]["metrics"]["mIoU"]],
+        columns=[("ade20k", lambda r: r["metrics"]["mIoU"])],
     ),
     "ablations": dict(
         title="Table 5 - teacher inputs and normalisation, ImageNet fine-tune top-1 (%)",
-        header=["Teacher input", "Epochs", "Fine-tune", "Source"],
+        header=["Teacher input", "Epochs", "Fine-tune"],
         tasks=("finetune",),
         paper_cols=("finetune_top1",),
-        measured=lambda t: [t["finetune"]["metrics"]["top1"]],
+        columns=[("finetune", lambda r: r["metrics"]["top1"])],
         label_prefix=ABLATION_PREFIX,  # only runs labelled "ablation: <variant>"
     ),
     "coco": dict(
         title="Table 4 - COCO Mask R-CNN, box and mask AP (%)",
-        header=["Method", "Epochs", "AP box", "AP50 box", "AP75 box", "AP mask", "AP50 mask", "AP75 mask", "Source"],
+        header=["Method", "Epochs", "AP box", "AP50 box", "AP75 box", "AP mask", "AP50 mask", "AP75 mask"],
         tasks=("coco",),
         paper_cols=("AP_box", "AP50_box", "AP75_box", "AP_mask", "AP50_mask", "AP75_mask"),
-        measured=lambda t: [
-            100 * t["coco"]["metrics"][f"coco/{kind}_{m}"]
+        columns=[
+            ("coco", lambda r, key=f"coco/{kind}_{m}": 100 * r["metrics"][key])
             for kind in ("bbox", "segm")
             for m in ("mAP", "mAP_50", "mAP_75")
         ],
@@ -91,23 +128,27 @@ TABLES = {
 
 
 def build_table(name: str, records: list[dict], paper: dict) -> list[list[str]]:
-    """Rows (header first): the paper's rows, then one measured row per label."""
+    """Rows (header first): the paper's rows, then one measured row per label and
+    variant (:func:`_variant`), its cells aggregated over seeds."""
     spec = TABLES[name]
-    rows = [spec["header"]]
+    rows = [[*spec["header"], BATCH_HEADER, CHANGES_HEADER, "Source"]]
     for row in paper[name]["rows"]:
-        rows.append([row["method"], str(row["epochs"]), *(_fmt(row[c]) for c in spec["paper_cols"]), "paper"])
+        rows.append(
+            [row["method"], str(row["epochs"]), *(_fmt(row[c]) for c in spec["paper_cols"]), MISSING, MISSING, "paper"]
+        )
     prefix = spec.get("label_prefix", "")
-    for label, tasks in _by_label(records, spec["tasks"]).items():
+    for (label, _), cells in _by_row(records, spec["tasks"]).items():
         if not label.startswith(prefix):
             continue
-        label = label.removeprefix(prefix)
-        any_record = next(iter(tasks.values()))
+        any_record = next(iter(cells.values()))[0]
         epochs = (any_record["backbone"].get("pretraining") or {}).get("epochs")
         rows.append(
             [
-                label,
+                label.removeprefix(prefix),
                 MISSING if epochs is None else str(epochs),
-                *(_fmt(v) for v in spec["measured"](tasks)),
+                *(_cell([metric(r) for r in cells.get(task, [])]) for task, metric in spec["columns"]),
+                _batch(cells, spec["tasks"]),
+                _changes(cells),
                 _measured_source(any_record),
             ]
         )
@@ -163,11 +204,11 @@ def plot_bars(name: str, rows: list[list[str]], out: Path) -> Path | None:
     measured = [r for r in rows[1:] if r[-1].startswith("this suite")]
     if not measured:
         return None
-    metrics = rows[0][2:-1]
+    metrics = rows[0][2 : 2 + len(TABLES[name]["columns"])]
     fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(metrics) * len(measured) / 2, 3.2))
     width = 0.8 / len(measured)
     for i, row in enumerate(measured):
-        values = [float(v) if v != MISSING else 0.0 for v in row[2:-1]]
+        values = [float(v.split()[0]) if v != MISSING else 0.0 for v in row[2 : 2 + len(metrics)]]  # the mean
         ax.bar([m + i * width for m in range(len(metrics))], values, width, label=row[0])
     ax.set_xticks([m + width * (len(measured) - 1) / 2 for m in range(len(metrics))], metrics)
     ax.set_title(TABLES[name]["title"], fontsize=9)
@@ -195,7 +236,8 @@ def plot_training_curves(records: list[dict], out: Path) -> list[Path]:
                 points = [json.loads(line) for line in scalars.read_text().splitlines()]
                 points = [p for p in points if "loss" in p and "step" in p]
                 if points:
-                    ax.plot([p["step"] for p in points], [p["loss"] for p in points], label=record["label"])
+                    name = f"{record['label']} seed {record['seed']}"
+                    ax.plot([p["step"] for p in points], [p["loss"] for p in points], label=name)
                     drawn = True
         if drawn:
             ax.set_xlabel("iteration")

@@ -1,9 +1,12 @@
 """The suite runner: one checkpoint in, every downstream number out.
 
-Each task is an ordinary ``tools/train.py`` run of its stage's config; its
-``result.json`` becomes a record in the results store, keyed by the weights'
-sha256, the preset, the task and a hash of the config and its options, so a
-re-run skips what is already recorded and an interrupted suite resumes.
+Each task is an ordinary ``tools/train.py`` run of its stage's config, once
+per seed; its ``result.json`` becomes a record in the results store, keyed by
+the weights' sha256, the preset, the task, how its batch is made (processes,
+accumulation, effective batch), the seed and a hash of the config and its
+options, so a re-run skips what is already recorded and an interrupted suite
+resumes. The config for the GPUs at hand is chosen in ``suite.recipes``; the
+SLURM launcher is ``suite.slurm``.
 """
 
 import ctypes
@@ -16,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.checkpoints import (
@@ -29,46 +32,22 @@ from pretrain.checkpoints import (
 from pretrain.checkpoints.canonical import BackboneArch, sha256_file
 from pretrain.engine.lock import hold_lock
 from pretrain.engine.results import write_json
+from suite.recipes import PRESETS, REPO, Setup, parse_cfg_options, resolve_setup
 
-REPO = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TASKS = ("finetune", "linprobe", "ade20k", "coco")
 DATASETS = {"finetune": "imagenet", "linprobe": "imagenet", "ade20k": "ade20k", "coco": "coco"}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    config: str
-    data_note: str  # what the numbers were measured on, for the report
-
-
-PRESETS: dict[str, dict[str, Recipe]] = {
-    "mini": {
-        "finetune": Recipe("classification/configs/vit-tiny-p16_finetune_1xb32-4e_synthetic.py", "synthetic"),
-        "linprobe": Recipe("classification/configs/vit-tiny-p16_linprobe_1xb64-20e_synthetic.py", "synthetic"),
-        "ade20k": Recipe("segmentation/configs/upernet_vit-tiny-p16_1xb4-40it_synthetic-128x128.py", "synthetic"),
-        "coco": Recipe("detection/configs/mask-rcnn_vit-tiny-p16_fpn_1xb2-2e_synthetic.py", "synthetic"),
-    },
-    # The full recipes shrunk (model, resolution, schedule) for the real-image mini suite
-    # (pretrain/data/real_suite.py; a ViT-micro with 8 px patches): the same pipelines,
-    # losses and metrics; tests/test_real_suite.py lists the keys that may differ.
-    "real": {
-        "finetune": Recipe("classification/configs/real/vit-micro-p8_finetune_1xb128-20e_realsuite64.py", "real"),
-        "linprobe": Recipe("classification/configs/real/vit-micro-p8_linprobe_1xb256-30e_realsuite64.py", "real"),
-        "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-300it_realsuite-128x128.py", "real"),
-        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-4e_realsuite.py", "real"),
-    },
-    "full": {
-        "finetune": Recipe("classification/configs/vit-base-p16_finetune_8xb128-amp-100e_in1k.py", "ImageNet-1k"),
-        "linprobe": Recipe("classification/configs/vit-base-p16_linprobe_8xb2048-amp-90e_in1k.py", "ImageNet-1k"),
-        "ade20k": Recipe("segmentation/configs/upernet_vit-b16_8xb2-amp-160k_ade20k-512x512.py", "ADE20K"),
-        "coco": Recipe("detection/configs/mask-rcnn_vit-b16_fpn_16xb2-amp-1x_coco.py", "COCO 2017"),
-    },
-}
+# task -> the tasks whose output it reads (e.g. a robustness evaluation would read
+# the fine-tuned checkpoint): it runs after them, and on SLURM its job waits for
+# theirs (afterok). No task of the suite reads another's output today.
+TASK_INPUTS: dict[str, tuple[str, ...]] = {}
 REQUIRED_FIELDS = (
     "task", "metrics", "backbone", "config", "config_file", "git_commit", "versions", "hardware",
     "wall_time_s", "reproduce", "preset", "data", "label", "record_key", "recorded_at",
+    "world_size", "batch_per_gpu", "accumulation", "effective_batch",
 )  # fmt: skip
+# Fields every record has, though they may be 0 or empty.
+PRESENT_FIELDS = ("seed", "cfg_options", "recipe_changes", "amp")
 
 
 def data_options(task: str, root: Path) -> list[str]:
@@ -126,7 +105,7 @@ def final_result(work_dir: Path) -> dict:
     iteration; anything else (no record, a record of an earlier epoch) is an error."""
     path = work_dir / "result.json"
     if not path.exists():
-        raise RuntimeError(f"the run in {work_dir} exited 0 but wrote no {path.name}; see {work_dir / 'suite.log'}")
+        raise RuntimeError(f"the run in {work_dir} exited 0 but wrote no {path.name}; see its log in {work_dir}")
     record = json.loads(path.read_text())
     if record.get("split") != "val" or record.get("iter") is None or record.get("iter") != record.get("max_iters"):
         raise RuntimeError(
@@ -169,10 +148,176 @@ def run_child(cmd: list[str], log) -> int:
                 child.wait()
 
 
-def record_key(weights_sha: str, preset: str, task: str, config: Path, options: list[str]) -> str:
+def record_key(
+    weights_sha: str, preset: str, task: str, config: Path, options: list[str], setup: Setup, seed: int
+) -> str:
+    """The record's name: weights, preset, task, how the batch is made
+    (processes x accumulation, effective batch), seed, and a hash of the config
+    file and every option given to tools/train.py besides the seed."""
     h = hashlib.sha256(config.read_bytes())
     h.update("\n".join(options).encode())
-    return f"{task}-{preset}-{weights_sha[:16]}-{h.hexdigest()[:10]}"
+    batch = f"{setup.world_size}x{setup.accumulation}-b{setup.effective_batch}"
+    return f"{task}-{preset}-{weights_sha[:16]}-{batch}-seed{seed}-{h.hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the suite: a task at one seed on the GPUs at hand."""
+
+    task: str
+    seed: int
+    key: str
+    setup: Setup
+    work_dir: Path
+    train_args: tuple[str, ...]  # tools/train.py's config and options
+    record_fields: dict = field(hash=False)  # what the suite adds to the run's result.json
+
+
+def order_tasks(tasks: tuple[str, ...], inputs: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """``tasks`` with every task after the tasks whose output it reads."""
+    ordered: list[str] = []
+
+    def visit(task: str, path: tuple[str, ...]) -> None:
+        if task in ordered:
+            return
+        if task in path:
+            raise ValueError(f"tasks read each other's output in a cycle: {' -> '.join((*path, task))}")
+        for producer in inputs.get(task, ()):
+            if producer not in tasks:
+                raise ValueError(f"task {task} reads the output of {producer}: add {producer} to --tasks")
+            visit(producer, (*path, task))
+        ordered.append(task)
+
+    for task in tasks:
+        visit(task, ())
+    return tuple(ordered)
+
+
+def resolve_tasks(
+    preset: str,
+    tasks: tuple[str, ...],
+    world_size: int,
+    cfg_options: list[str] | tuple[str, ...] = (),
+    allow_batch_change: bool = False,
+    amp: str | None = None,
+    inputs: dict[str, tuple[str, ...]] = TASK_INPUTS,
+) -> list[tuple[str, Setup]]:
+    """Each task's config and batch on ``world_size`` processes, producers first
+    (:func:`suite.recipes.resolve_setup`); a bad option or batch is refused here,
+    before any checkpoint is converted or job started."""
+    options = parse_cfg_options(cfg_options)
+    if any(key == "randomness" or key.startswith("randomness.seed") for key in options):
+        raise ValueError("give seeds with --seeds 0,1,2, not as --cfg-options randomness.seed")
+    return [
+        (task, resolve_setup(preset, task, world_size, options, allow_batch_change, amp))
+        for task in order_tasks(tasks, inputs)
+    ]
+
+
+def plan_jobs(
+    backbone: Path,
+    out: Path,
+    preset: str,
+    tasks: tuple[str, ...],
+    data: dict[str, Path],
+    gpus: int,
+    label: str,
+    amp: str | None = None,
+    *,
+    nodes: int = 1,
+    seeds: list[int] | None = None,
+    cfg_options: list[str] | tuple[str, ...] = (),
+    allow_batch_change: bool = False,
+    inputs: dict[str, tuple[str, ...]] = TASK_INPUTS,
+    setups: list[tuple[str, Setup]] | None = None,
+) -> list[Job]:
+    """Every (task, seed) run, producers first: its config for ``gpus`` x ``nodes``
+    processes (``setups`` from :func:`resolve_tasks`, resolved here if not
+    given), key, work dir and tools/train.py arguments. ``cfg_options`` go to
+    tools/train.py as given; ``seeds`` default to each config's own ``randomness.seed``."""
+    if setups is None:
+        setups = resolve_tasks(preset, tasks, gpus * nodes, cfg_options, allow_batch_change, amp, inputs)
+    weights_sha = read_backbone(backbone).metadata["weights_sha256"]
+    jobs = []
+    for task, setup in setups:
+        data_root = Path(data[DATASETS[task]])
+        train_options = [*data_options(task, data_root), *cfg_options, *setup.lr_options]
+        hashed = train_options + ([f"--amp={amp}"] if amp else [])
+        if seeds is None and not isinstance(setup.seed, int):
+            raise ValueError(f"{setup.config} sets no integer randomness.seed ({setup.seed!r}); pass --seeds")
+        for seed in seeds if seeds is not None else [setup.seed]:
+            key = record_key(weights_sha, preset, task, setup.config, hashed, setup, seed)
+            work_dir = out / "work" / key
+            args = [str(setup.config), "--backbone", str(backbone), "--work-dir", str(work_dir)]
+            args += ["--amp", amp] if amp else []
+            args += ["--cfg-options", *train_options, f"randomness.seed={seed}"]
+            fields = dict(
+                task=task,
+                preset=preset,
+                label=label,
+                record_key=key,
+                data=f"{PRESETS[preset][task].data_note} ({data_root})",
+                work_dir=str(work_dir),
+                recipe_config=PRESETS[preset][task].config,
+                world_size=setup.world_size,
+                nodes=nodes,
+                gpus_per_node=gpus,
+                batch_per_gpu=setup.batch_per_gpu,
+                accumulation=setup.accumulation,
+                effective_batch=setup.effective_batch,
+                published_effective_batch=setup.published_batch,
+                seed=seed,
+                cfg_options=list(cfg_options),
+                amp=amp,
+                recipe_changes=list(setup.changes),
+            )
+            jobs.append(Job(task, seed, key, setup, work_dir, tuple(args), fields))
+    return jobs
+
+
+def local_command(job: Job) -> list[str]:
+    """tools/train.py for one process, tools/dist_train.sh (torchrun) for several."""
+    if job.setup.world_size > 1:
+        config, *rest = job.train_args
+        return ["bash", str(REPO / "tools/dist_train.sh"), config, str(job.setup.world_size), *rest]
+    return [sys.executable, str(REPO / "tools/train.py"), *job.train_args]
+
+
+def make_record(result: dict, fields: dict, reproduce: str, **extra) -> dict:
+    """A results-store record: the run's final ``result.json`` with the suite's fields."""
+    record = dict(result)
+    record.update(stage=result["task"])  # the stage's own name (imagenet for both fine-tune and linear probe)
+    record.update(fields, reproduce=reproduce, recorded_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
+    return record
+
+
+def record_path(out: Path, key: str) -> Path:
+    return out / "results" / f"{key}.json"
+
+
+def run_job(job: Job, out: Path) -> tuple[dict, bool]:
+    """Run ``job`` here unless it is recorded already; returns (record, ran)."""
+    path = record_path(out, job.key)
+    if path.exists():
+        return json.loads(path.read_text()), False
+    cmd = local_command(job)
+    job.work_dir.mkdir(parents=True, exist_ok=True)
+    log = job.work_dir / "suite.log"
+    start = time.time()
+    with hold_lock(job.work_dir / ".suite.lock", f"the suite's {job.task} task"), log.open("a") as f:
+        status = run_child(cmd, f)
+    if status:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"{job.task} failed (exit {status}); log: {log}\n{tail}")
+    record = make_record(
+        final_result(job.work_dir),
+        job.record_fields,
+        shlex.join(cmd),
+        launcher="local",
+        suite_wall_time_s=round(time.time() - start, 1),
+    )
+    write_json(path, record)
+    return record, True
 
 
 def run_task(
@@ -185,47 +330,11 @@ def run_task(
     label: str,
     amp: str | None = None,
 ) -> tuple[dict, bool]:
-    """Run one task unless it is recorded already; returns (record, ran). ``amp``
-    overrides the config's precision (``tools/train.py --amp``; part of the key)."""
-    recipe = PRESETS[preset][task]
-    config = REPO / recipe.config
-    options = data_options(task, data_root)
-    weights_sha = read_backbone(backbone).metadata["weights_sha256"]
-    key = record_key(weights_sha, preset, task, config, options + ([f"--amp={amp}"] if amp else []))
-    record_path = out / "results" / f"{key}.json"
-    if record_path.exists():
-        return json.loads(record_path.read_text()), False
-    work_dir = out / "work" / key
-    train_args = [str(config), "--backbone", str(backbone), "--work-dir", str(work_dir)]
-    train_args += ["--amp", amp] if amp else []
-    train_args += ["--cfg-options", *options]
-    if gpus > 1:
-        cmd = ["bash", str(REPO / "tools/dist_train.sh"), str(config), str(gpus), *train_args[1:]]
-    else:
-        cmd = [sys.executable, str(REPO / "tools/train.py"), *train_args]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    log = work_dir / "suite.log"
-    start = time.time()
-    with hold_lock(work_dir / ".suite.lock", f"the suite's {task} task"), log.open("a") as f:
-        status = run_child(cmd, f)
-    if status:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"{task} failed (exit {status}); log: {log}\n{tail}")
-    record = final_result(work_dir)
-    record.update(
-        stage=record["task"],  # the stage's own name (imagenet for both fine-tune and linear probe)
-        task=task,
-        preset=preset,
-        label=label,
-        record_key=key,
-        data=f"{recipe.data_note} ({data_root})",
-        reproduce=shlex.join(cmd),
-        work_dir=str(work_dir),
-        suite_wall_time_s=round(time.time() - start, 1),
-        recorded_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
-    write_json(record_path, record)
-    return record, True
+    """Run one task at its config's seed unless it is recorded already; returns
+    (record, ran). ``amp`` overrides the config's precision (``tools/train.py
+    --amp``; part of the key)."""
+    (job,) = plan_jobs(backbone, out, preset, (task,), {DATASETS[task]: data_root}, gpus, label, amp)
+    return run_job(job, out)
 
 
 def headline(task: str, metrics: dict) -> str:
@@ -234,6 +343,24 @@ def headline(task: str, metrics: dict) -> str:
     if task == "ade20k":
         return f"mIoU {metrics['mIoU']:.2f}"
     return f"box AP {100 * metrics['coco/bbox_mAP']:.1f}, mask AP {100 * metrics['coco/segm_mAP']:.1f}"
+
+
+def check_request(preset: str, tasks: tuple[str, ...], data: dict[str, Path]) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+    missing = sorted({DATASETS[t] for t in tasks} - data.keys())
+    if missing:
+        raise ValueError(f"no data root given for {missing} (--data {missing[0]}=PATH)")
+
+
+def prepare_suite(checkpoint: str, out: Path, select: str, trust_pickle: bool, label: str | None) -> tuple[Path, str]:
+    """The canonical backbone file and the label of its rows in the report."""
+    backbone = prepare_backbone(checkpoint, out / "backbones", select, trust_pickle)
+    label = label or read_backbone(backbone).metadata.get("pretraining", {}).get("method", Path(checkpoint).stem)
+    return backbone, label
 
 
 def run_suite(
@@ -247,24 +374,28 @@ def run_suite(
     select: str = "student",
     trust_pickle: bool = False,
     amp: str | None = None,
+    *,
+    seeds: list[int] | None = None,
+    cfg_options: list[str] | tuple[str, ...] = (),
+    allow_batch_change: bool = False,
 ) -> list[dict]:
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    unknown = set(tasks) - set(TASKS)
-    if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+    """Run every (task, seed) of the suite on this machine, one after another,
+    each on ``gpus`` GPUs; recorded ones are skipped. Returns their records."""
     data = data or {}
-    missing = sorted({DATASETS[t] for t in tasks} - data.keys())
-    if missing:
-        raise ValueError(f"no data root given for {missing} (--data {missing[0]}=PATH)")
-    backbone = prepare_backbone(checkpoint, out / "backbones", select, trust_pickle)
-    label = label or read_backbone(backbone).metadata.get("pretraining", {}).get("method", Path(checkpoint).stem)
+    check_request(preset, tasks, data)
+    setups = resolve_tasks(preset, tasks, gpus, cfg_options, allow_batch_change, amp)
+    backbone, label = prepare_suite(checkpoint, out, select, trust_pickle, label)
+    jobs = plan_jobs(
+        backbone, out, preset, tasks, data, gpus, label, amp,
+        seeds=seeds, cfg_options=cfg_options, setups=setups,
+    )  # fmt: skip
     records = []
-    for i, task in enumerate(tasks, 1):
-        print(f"[suite {i}/{len(tasks)}] {label}: {task} ...", flush=True)
-        record, ran = run_task(task, backbone, out, preset, Path(data[DATASETS[task]]), gpus, label, amp)
+    for i, job in enumerate(jobs, 1):
+        name = f"{label}: {job.task}" + (f" seed {job.seed}" if seeds is not None else "")
+        print(f"[suite {i}/{len(jobs)}] {name} ({job.setup.config.name}, batch {job.setup.arithmetic}) ...", flush=True)
+        record, ran = run_job(job, out)
         verb = f"done in {record['suite_wall_time_s']:.0f}s" if ran else "already recorded, skipped"
-        print(f"[suite {i}/{len(tasks)}] {label}: {task} {verb}: {headline(task, record['metrics'])}", flush=True)
+        print(f"[suite {i}/{len(jobs)}] {name} {verb}: {headline(job.task, record['metrics'])}", flush=True)
         records.append(record)
     return records
 

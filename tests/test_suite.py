@@ -19,6 +19,8 @@ def fixed_record(task: str, metrics: dict, label: str = "SdAE", epochs: int = 10
         "hardware": {"device": "x86_64", "gpus": 0}, "wall_time_s": 12.5, "reproduce": "python tools/train.py x.py",
         "backbone": {"weights_sha256": "ab" * 32, "pretraining": {"method": "SdAE", "epochs": epochs},
                      "arch": {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3, "grid": [6, 6]}},
+        "world_size": 1, "batch_per_gpu": 32, "accumulation": 1, "effective_batch": 32, "seed": 0,
+        "cfg_options": [], "recipe_changes": [], "amp": None,
     }  # fmt: skip
 
 
@@ -43,12 +45,15 @@ def test_imagenet_table_markdown_is_exact(tmp_path):
     markdown = to_markdown("T2", build_table("imagenet", load_records(results), paper))
     assert markdown == (
         "### T2\n\n"
-        "| Method | Epochs | Fine-tune | Linear | Source |\n"
-        "|---|---|---|---|---|\n"
-        "| SdAE | 300 | 84.1 | 64.9 | paper |\n"
-        "| Scratch | 300 | 81.8 | \u2013 | paper |\n"
-        "| SdAE | 10 | 41.2 | 20.0 | this suite: synthetic data, mini preset, ViT-Ti/16 |\n"
-        "| Random init | 0 | \u2013 | 15.5 | this suite: synthetic data, mini preset, ViT-Ti/16 |\n"
+        "| Method | Epochs | Fine-tune | Linear | Batch (GPUs x per GPU x accum.) | Changes from the recipe "
+        "| Source |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| SdAE | 300 | 84.1 | 64.9 | \u2013 | \u2013 | paper |\n"
+        "| Scratch | 300 | 81.8 | \u2013 | \u2013 | \u2013 | paper |\n"
+        "| SdAE | 10 | 41.2 (n=1) | 20.0 (n=1) | finetune 1x32x1 = 32; linprobe 1x32x1 = 32 | none "
+        "| this suite: synthetic data, mini preset, ViT-Ti/16 |\n"
+        "| Random init | 0 | \u2013 | 15.5 (n=1) | linprobe 1x32x1 = 32 | none "
+        "| this suite: synthetic data, mini preset, ViT-Ti/16 |\n"
     )
 
 
@@ -59,8 +64,8 @@ def test_table5_shows_only_ablation_runs(tmp_path):
     (results / "b.json").write_text(json.dumps(fixed_record("finetune", {"top1": 44.0}, at="T2")))
     text = write_report(results, tmp_path / "report").read_text()
     table5 = text[text.index("### Table 5") :]
-    assert "| full image + teacher norm | 100 | 84.0 | paper |" in table5
-    assert "| full image | 10 | 33.0 | this suite" in table5 and "44.0" not in table5
+    assert "| full image + teacher norm | 100 | 84.0 | \u2013 | \u2013 | paper |" in table5
+    assert "| full image | 10 | 33.0 (n=1) | 1x32x1 = 32 | none | this suite" in table5 and "44.0" not in table5
     (results / "a.json").unlink()
     assert "Table 5" not in write_report(results, tmp_path / "report2").read_text()
 
@@ -82,7 +87,7 @@ def test_report_writes_tables_csv_and_plots(tmp_path):
     (results / "r.json").write_text(json.dumps(record))
     report = write_report(results, tmp_path / "report", REPO / "docs/benchmarks/pretrain_cpu_vit-base_b8.json")
     text = report.read_text()
-    assert "Table 1" in text and "| fold:3 |" in text and "| SdAE | 10 | 30.0 |" in text
+    assert "Table 1" in text and "| fold:3 |" in text and "| SdAE | 10 | 30.0 (n=1) |" in text
     for name in ("imagenet_bars.png", "curve_finetune.png", "table_imagenet.csv", "table1_efficiency.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
