@@ -3,4 +3,4 @@
 
 import pretrain.engine  # noqa: F401
 
-from . import data, metrics, models  # noqa: F401
+from . import data, metrics, models, shard_data  # noqa: F401
