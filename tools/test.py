@@ -41,6 +41,8 @@ def main() -> None:
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     cfg.load_from = args.checkpoint
+    # The plain Runner also for FlexibleRunner (FSDP) configs: their checkpoints are whole files
+    # with the plain Runner's keys, and evaluation needs no sharding.
     runner = Runner.from_cfg(cfg)
     try:
         check_checkpoint_matches(runner.model, args.checkpoint)

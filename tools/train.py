@@ -5,6 +5,8 @@
 
 By default a run continues from the newest intact checkpoint in its work dir.
 Multi-GPU / multi-node: tools/dist_train.sh (torchrun) or tools/slurm_train.sh.
+A config with runner_type = "FlexibleRunner" and a strategy (FSDP: FullyShardStrategy)
+runs under mmengine's FlexibleRunner, any other under its Runner (DDP).
 """
 
 import argparse
@@ -13,8 +15,9 @@ import os
 import os.path as osp
 from pathlib import Path
 
+import torch.distributed as dist
 from mmengine.config import DictAction
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
 
 from pretrain.engine.lock import WorkDirBusyError, hold_lock
 from pretrain.engine.resume import NoIntactCheckpointError, checkpoint_folder, choose_auto_resume, remove_partial_files
@@ -92,7 +95,7 @@ def main() -> None:
             choose_auto_resume(cfg)  # the newest intact checkpoint of this work dir, if resume is automatic
         except NoIntactCheckpointError as err:
             raise SystemExit(f"error: {err}") from None
-        runner = Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)  # cfg.runner_type: Runner (default, DDP) or FlexibleRunner (its strategy)
         runner.logger.info(lr_line)
         runner.logger.info(f"work dir: {osp.abspath(cfg.work_dir)} (pid {os.getpid()})")
         try:
@@ -100,6 +103,10 @@ def main() -> None:
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
         runner.train()
+        if dist.is_initialized():
+            # Leaving with a live gloo group can abort this process ("terminate called without an
+            # active exception") while another rank still writes its checkpoint; torchrun then kills it.
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

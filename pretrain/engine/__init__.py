@@ -1,11 +1,12 @@
 """mmengine glue: importing this package registers the pretraining model, the
-hooks, train loop, sampler, optimizer constructors, dataset and atomic
-checkpoint backend shared by every stage."""
+hooks, train loop, sampler, optimizer constructors, dataset, atomic
+checkpoint backend and FSDP strategy shared by every stage."""
 
 from pretrain.data import PretrainImageDataset
 from pretrain.data.sampler import ResumableSampler
 
 from .checkpoint import ATOMIC_BACKEND, AtomicLocalBackend, SafeCheckpointHook, WeightsOnlyCheckpointHook
+from .fsdp import FullyShardStrategy
 from .hooks import DeferredLossHook, EffectiveBatchHook, RandomStateHook, TeacherEMAHook
 from .loops import ResumableEpochBasedTrainLoop
 from .model import DeviceLossBuffer, NonFiniteLossError, PretrainDataPreprocessor, SdAEPretrainer
@@ -19,6 +20,7 @@ __all__ = [
     "DeferredLossHook",
     "DeviceLossBuffer",
     "EffectiveBatchHook",
+    "FullyShardStrategy",
     "LarsOptimWrapperConstructor",
     "LayerDecayOptimWrapperConstructor",
     "NonFiniteLossError",

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
-from mmengine.runner import Runner
+from mmengine.runner import FlexibleRunner, Runner
 
-# Read by mmengine's Runner from its config beyond its arguments.
+# Read by mmengine's Runner from its config beyond its arguments (runner_type: by tools/train.py, to pick one).
 RUNNER_OWN_KEYS = {
     "model_wrapper_cfg", "sync_bn", "find_unused_parameters", "activation_checkpointing",
-    "efficient_conv_bn_eval", "compile", "custom_imports",
+    "efficient_conv_bn_eval", "compile", "custom_imports", "runner_type",
 }  # fmt: skip
 # Read by this project (pretrain/engine/runtime.py).
 PROJECT_KEYS = {"lr_scaling"}
@@ -63,8 +63,11 @@ def _type_problem(old, new) -> str | None:
 
 def consumed_top_level_keys() -> set[str]:
     """Top-level config keys that something reads after the file is parsed: the
-    Runner's arguments, the keys it reads itself, and this project's."""
-    runner_args = set(inspect.signature(Runner.__init__).parameters) - {"self"}
+    arguments of the Runner and the FlexibleRunner (``strategy``), the keys they
+    read themselves, and this project's."""
+    runner_args = set()
+    for runner in (Runner, FlexibleRunner):
+        runner_args |= set(inspect.signature(runner.__init__).parameters) - {"self"}
     return runner_args | RUNNER_OWN_KEYS | PROJECT_KEYS
 
 

@@ -14,6 +14,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
 from pretrain.models import cosine_momentum
+from pretrain.models.ema import check_not_sharded
 
 from .model import DeviceLossBuffer, NonFiniteLossError, non_finite_message
 from .runtime import effective_batch_size
@@ -86,6 +87,7 @@ class TeacherEMAHook(Hook):
                 "TeacherEMAHook is configured but the model has no teacher "
                 "(target='pixels' is the MAE baseline): remove the hook from custom_hooks"
             )
+        check_not_sharded(unwrap_model(runner.model).sdae.teacher)  # now, not after the first epoch
         if not isinstance(runner.train_loop, EpochBasedTrainLoop):
             raise ValueError("TeacherEMAHook follows a per-epoch schedule: use an EpochBasedTrainLoop")
         if self.interval == "count":

@@ -114,15 +114,54 @@ def check_teacher_updates(cfg: Config) -> None:
         )
 
 
+RUNNER_TYPES = ("Runner", "FlexibleRunner")
+
+
+def check_runner_choice(cfg: Config) -> None:
+    """``runner_type`` picks mmengine's ``Runner`` (the default: DDP) or its
+    ``FlexibleRunner``, which distributes the model as its ``strategy`` says
+    (FSDP: ``FullyShardStrategy``). Refuse settings that one of them would ignore
+    and mmengine's FSDP1 strategy, which would train this project's models wrongly."""
+    runner_type = cfg.get("runner_type", "Runner")
+    if runner_type not in RUNNER_TYPES:
+        raise ValueError(f"runner_type must be one of {', '.join(RUNNER_TYPES)}, got {runner_type!r}")
+    strategy = cfg.get("strategy")
+    if runner_type == "Runner":
+        if strategy is not None:
+            raise ValueError(
+                "this config sets a strategy, which only FlexibleRunner reads: add runner_type = 'FlexibleRunner' "
+                "(or remove strategy to train with the plain Runner and DDP)"
+            )
+        return
+    if cfg.get("model_wrapper_cfg") is not None:
+        raise ValueError("FlexibleRunner ignores model_wrapper_cfg; its strategy wraps the model")
+    if strategy is not None and strategy.get("type") == "FSDPStrategy":
+        raise ValueError(
+            "mmengine's FSDPStrategy (FSDP1) flattens every parameter to a 1-D shard outside forward: the "
+            "optimizer constructors of this project choose weight decay by parameter dimension and would decay "
+            "none, and the EMA teacher would read student shards. Use strategy=dict(type='FullyShardStrategy', "
+            "...) (FSDP2; see pretrain/engine/fsdp.py)"
+        )
+
+
 def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
     """mmengine's launchers assume one GPU per process. Without GPUs, join the
-    torchrun process group over gloo here and wrap the model without device ids."""
+    torchrun process group over gloo here and wrap the model without device ids
+    (FlexibleRunner: only with FullyShardStrategy, which places the model itself)."""
     if launcher == "none" or torch.cuda.is_available():
         return
     if launcher != "pytorch":
         raise RuntimeError(f"launcher {launcher!r} needs GPUs; CPU-only runs support --launcher pytorch")
+    if cfg.get("runner_type", "Runner") == "FlexibleRunner":
+        strategy = (cfg.get("strategy") or {}).get("type", "DDPStrategy")
+        if strategy != "FullyShardStrategy":
+            raise RuntimeError(
+                f"without GPUs FlexibleRunner runs only with FullyShardStrategy; {strategy} places the model "
+                "on GPU LOCAL_RANK"
+            )
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+    # For the plain Runner (tools/test.py evaluates FlexibleRunner configs with it too); FlexibleRunner ignores it.
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None)
 
 
@@ -191,6 +230,7 @@ def prepare_config(
             raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
         cfg.resume, cfg.load_from = True, resume
     check_teacher_updates(cfg)
+    check_runner_choice(cfg)
     apply_amp(cfg, amp)
     prepare_cpu_distributed(cfg, launcher)
     explicit_lr = "optim_wrapper.optimizer.lr" in cfg_options

@@ -4,6 +4,7 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def cosine_momentum(
@@ -39,6 +40,10 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, skip: t
     teacher is left exactly as it is, decided on the device without a host
     synchronisation (the training step's non-finite-loss flag). The student may
     then hold NaNs, so the old value is selected, not blended with weight 0.
+
+    A student sharded by FSDP2 (``fully_shard``: its parameters are DTensors) is
+    gathered whole first; this is a collective, so every rank must call this.
+    The teacher must not be sharded (every rank keeps a whole copy).
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
@@ -53,8 +58,9 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, skip: t
             raise ValueError(
                 f"{name}: teacher {tuple(teacher_params[name].shape)} vs student {tuple(student_params[name].shape)}"
             )
+    check_not_sharded(teacher)
     targets = [teacher_params[n].data for n in names]
-    sources = [student_params[n].data for n in names]
+    sources = [_whole(student_params[n]) for n in names]
     if skip is None:
         # lerp(t, s, 1 - m) = t + (1 - m) (s - t) = m t + (1 - m) s, one fused kernel per dtype/device.
         torch._foreach_lerp_(targets, sources, 1.0 - momentum)
@@ -63,3 +69,22 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float, skip: t
     blended = torch._foreach_lerp(targets, sources, 1.0 - momentum)
     for target, new in zip(targets, blended, strict=True):
         target.copy_(torch.where(keep, target, new))
+
+
+def check_not_sharded(teacher: nn.Module) -> None:
+    """The EMA writes every teacher parameter on every rank, so each rank needs the
+    whole teacher: refuse one whose parameters FSDP2 sharded (DTensors)."""
+    sharded = [name for name, param in teacher.named_parameters() if isinstance(param, DTensor)]
+    if sharded:
+        raise ValueError(
+            f"the EMA teacher is sharded by FSDP ({len(sharded)} parameters, e.g. {sharded[0]}), but its update "
+            "needs the whole teacher on every rank: keep it out of the sharded module "
+            "(strategy=dict(type='FullyShardStrategy', replicated_modules=['sdae.teacher']))"
+        )
+
+
+def _whole(param: torch.Tensor) -> torch.Tensor:
+    """The full value of a parameter: a DTensor shard (FSDP2) is all-gathered."""
+    if isinstance(param, DTensor):
+        return param.full_tensor()
+    return param.data
