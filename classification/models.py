@@ -10,10 +10,26 @@ from torch import nn
 from pretrain.checkpoints import backbone_source, load_state_dict_strictly, pooled_norm
 
 
-def build_backbone(checkpoint: str | None, img_size: int, drop_path_rate: float = 0.0, arch: dict | None = None):
+def build_backbone(
+    checkpoint: str | None,
+    img_size: int,
+    drop_path_rate: float = 0.0,
+    arch: dict | None = None,
+    expect: dict | None = None,
+):
     """An encoder loaded strictly from a canonical file, or randomly initialised
-    from ``arch`` (the random-init control). Returns (encoder, metadata)."""
+    from ``arch`` (the random-init control). ``expect``: architecture fields the
+    encoder must have (a recipe written for one size, e.g. ViT-L's layer decay and
+    drop path, refuses a file of another). Returns (encoder, metadata)."""
     source = backbone_source(checkpoint, arch)
+    wrong = {
+        key: getattr(source.arch, key) for key, value in (expect or {}).items() if getattr(source.arch, key) != value
+    }
+    if wrong:
+        raise ValueError(
+            f"{checkpoint or 'model.backbone.arch'} is an encoder with {wrong}, but this recipe is written for "
+            f"{ {key: expect[key] for key in wrong} }: give a backbone of that size, or use the recipe for this one"
+        )
     encoder = source.arch.build(img_size=img_size, drop_path_rate=drop_path_rate)
     if source.state_dict:
         load_state_dict_strictly(encoder, source.state_dict, str(checkpoint))
@@ -47,7 +63,8 @@ class ViTClassifier(BaseModel):
     class token, and the fine-tuning LayerNorm starts from it.
 
     ``backbone``: ``checkpoint`` (canonical file), ``img_size``, ``drop_path_rate``,
-    or ``arch`` instead of ``checkpoint`` for a randomly initialised encoder.
+    or ``arch`` instead of ``checkpoint`` for a randomly initialised encoder;
+    ``expect``: architecture fields the encoder must have (:func:`build_backbone`).
     """
 
     def __init__(
@@ -70,6 +87,7 @@ class ViTClassifier(BaseModel):
             backbone.pop("img_size", 224),
             backbone.pop("drop_path_rate", 0.0),
             backbone.pop("arch", None),
+            backbone.pop("expect", None),
         )
         if backbone:
             raise ValueError(f"unknown model.backbone keys: {sorted(backbone)}")

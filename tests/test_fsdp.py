@@ -234,3 +234,15 @@ def test_ema_refuses_a_sharded_teacher(tmp_path, one_process_group):
     fully_shard(sdae.teacher)
     with pytest.raises(ValueError, match="the EMA teacher is sharded by FSDP"):
         ema_update_(sdae.teacher, sdae.student, 0.9)
+
+
+def test_vit_large_finetuning_refuses_a_backbone_of_another_size():
+    from classification.models import build_backbone
+
+    expect = Config.fromfile(VIT_L_FINETUNE).model.backbone.expect
+    vit_b = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, grid=(2, 2))
+    with pytest.raises(ValueError, match=r"encoder with \{'embed_dim': 768, 'depth': 12, 'num_heads': 12\}"):
+        build_backbone(None, 32, arch=vit_b, expect=expect)
+    tiny = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, grid=(2, 2))
+    encoder, _ = build_backbone(None, 32, arch=tiny, expect=dict(embed_dim=192, depth=12))
+    assert encoder.embed_dim == 192
