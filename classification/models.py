@@ -1,4 +1,4 @@
-"""ViT classifiers on canonical backbones: MAE fine-tuning and linear probing."""
+"""ViT classifiers on canonical backbones: MAE fine-tuning and linear probing, CAE attentive probing."""
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,8 @@ from timm.data import Mixup
 from torch import nn
 
 from pretrain.checkpoints import backbone_source, load_state_dict_strictly, pooled_norm
+
+from .attentive import attentive_probe_head
 
 
 def build_backbone(
@@ -52,6 +54,10 @@ class MixupDataPreprocessor(BaseDataPreprocessor):
         return data
 
 
+HEADS = ("finetune", "linear", "attentive")
+FROZEN_HEADS = ("linear", "attentive")
+
+
 @MODELS.register_module()
 class ViTClassifier(BaseModel):
     """``head="finetune"``: MAE fine-tuning - average of the patch tokens (no final
@@ -61,6 +67,14 @@ class ViTClassifier(BaseModel):
     and kept in eval mode. An encoder whose final norm acts on the mean patch token
     (``final_norm="mean_pooled"``: BEiT/MAE fine-tuned) gives that instead of the
     class token, and the fine-tuning LayerNorm starts from it.
+    ``head="attentive"``: CAE attentive probing - one cross-attention block with a
+    learnable query over all output tokens of the frozen encoder (class token and
+    patch tokens, after the final norm; a mean-pooling encoder has none on its tokens,
+    and the block's own key/value LayerNorms normalise them), BatchNorm1d without
+    affine, linear head (:func:`classification.attentive.attentive_probe_head`); the
+    encoder is frozen and kept in eval mode. The BatchNorm evaluates with its running
+    statistics (CAE's released evaluation calls the model with its default
+    ``is_train=True`` and so normalises each validation batch by its own statistics).
 
     ``backbone``: ``checkpoint`` (canonical file), ``img_size``, ``drop_path_rate``,
     or ``arch`` instead of ``checkpoint`` for a randomly initialised encoder;
@@ -76,8 +90,8 @@ class ViTClassifier(BaseModel):
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
-        if head not in ("finetune", "linear"):
-            raise ValueError(f"head must be 'finetune' or 'linear', got {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if data_preprocessor is None:
             data_preprocessor = dict(type="MixupDataPreprocessor", num_classes=num_classes)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -94,23 +108,27 @@ class ViTClassifier(BaseModel):
         width = self.backbone.embed_dim
         self.head_type = head
         self.label_smoothing = label_smoothing
+        self.fc_norm = None
         if head == "finetune":
             self.fc_norm = nn.LayerNorm(width, eps=1e-6)
             if pooled_norm(self.backbone) is not None:  # a mean-pooling encoder's own final norm: start from it
                 self.fc_norm.load_state_dict(pooled_norm(self.backbone).state_dict())
             self.head = nn.Linear(width, num_classes)
             nn.init.trunc_normal_(self.head.weight, std=2e-5)
-        else:
-            self.fc_norm = None
+            nn.init.zeros_(self.head.bias)
+        elif head == "linear":
             self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False, eps=1e-6), nn.Linear(width, num_classes))
             nn.init.trunc_normal_(self.head[1].weight, std=0.01)
+            nn.init.zeros_(self.head[1].bias)
+        else:  # CAE uses the encoder's number of heads for the probe's attention
+            self.head = attentive_probe_head(width, self.backbone.blocks[0].attn.num_heads, num_classes)
+        if head in FROZEN_HEADS:
             self.backbone.requires_grad_(False)
-        nn.init.zeros_(self.head.bias if head == "finetune" else self.head[1].bias)
 
     def train(self, mode: bool = True) -> "ViTClassifier":
         super().train(mode)
-        if self.head_type == "linear":
-            self.backbone.eval()  # frozen features, as in MAE's linear probing
+        if self.head_type in FROZEN_HEADS:
+            self.backbone.eval()  # frozen features, as in MAE's linear and CAE's attentive probing
         return self
 
     def features(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -119,6 +137,8 @@ class ViTClassifier(BaseModel):
             return self.fc_norm(self.backbone.forward_tokens(tokens, final_norm=False)[:, 1:].mean(dim=1))
         with torch.no_grad():
             tokens = self.backbone.forward_tokens(tokens)
+            if self.head_type == "attentive":  # the probe attends to every output token
+                return tokens
             if pooled_norm(self.backbone) is not None:  # its feature is the normalised mean patch token
                 return pooled_norm(self.backbone)(tokens[:, 1:].mean(dim=1))
             return tokens[:, 0]

@@ -48,6 +48,11 @@ METRICS = (
     ("ade20k_miou", "ADE20K mIoU", 1.0),
     ("coco_box_ap", "COCO box AP", 100.0),
     ("coco_mask_ap", "COCO mask AP", 100.0),
+    # the broader protocols (tools/run_suite.py --tasks knn,lowshot,attentive,ade20k-linear)
+    ("knn_top1", "k-NN top-1 (k=20)", 1.0),
+    ("lowshot_top1", "10 % logistic top-1", 1.0),
+    ("attentive_top1", "attentive top-1", 1.0),
+    ("ade20k_linear_miou", "ADE20K linear mIoU", 1.0),
 )
 SUITE_METRICS = {  # record key -> (suite task, metric name in its result)
     "finetune_top1": ("finetune", "top1"),
@@ -55,6 +60,10 @@ SUITE_METRICS = {  # record key -> (suite task, metric name in its result)
     "ade20k_miou": ("ade20k", "mIoU"),
     "coco_box_ap": ("coco", "coco/bbox_mAP"),
     "coco_mask_ap": ("coco", "coco/segm_mAP"),
+    "knn_top1": ("knn", "top1_k20"),
+    "lowshot_top1": ("lowshot", "top1_10pct"),
+    "attentive_top1": ("attentive", "top1"),
+    "ade20k_linear_miou": ("ade20k-linear", "mIoU"),
 }
 DIAGNOSTICS = ("pretrain_s", "final_loss", "teacher_student_distance")
 CONTROL = "random-init"
@@ -273,11 +282,17 @@ def separation(rows: list[dict]) -> list[dict]:
     return out
 
 
+def measured(result: dict) -> list[tuple[str, str, float]]:
+    """The metrics of the tasks that were run."""
+    return [m for m in METRICS if any(m[0] in row for row in result["summary"])]
+
+
 def markdown_table(result: dict) -> str:
-    heads = ["method", "n", *[h for _, h, _ in METRICS], "pretrain s", "final loss", "teacher-student distance"]
+    metrics = measured(result)
+    heads = ["method", "n", *[h for _, h, _ in metrics], "pretrain s", "final loss", "teacher-student distance"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in result["summary"]:
-        cells = [row["label"], str(len(row["seeds"])), *[stat_cell(row.get(k)) for k, _, _ in METRICS]]
+        cells = [row["label"], str(len(row["seeds"])), *[stat_cell(row.get(k)) for k, _, _ in metrics]]
         cells += [stat_cell(row.get(k), d) for k, d in zip(DIAGNOSTICS, (0, 3, 2), strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     if result["separation"]:
@@ -305,10 +320,11 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["summary"]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.4 * len(METRICS) + 1, 0.5 * len(rows) + 2.2), squeeze=False)
+    metrics = measured(result)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1, 0.5 * len(rows) + 2.2), squeeze=False)
     ys = np.arange(len(rows))[::-1]
     control = next((r for r in rows if r["method"] == CONTROL), None)
-    for ax, (key, heading, _) in zip(axes[0], METRICS, strict=True):
+    for ax, (key, heading, _) in zip(axes[0], metrics, strict=True):
         for y, row in zip(ys, rows, strict=True):
             color = "grey" if row["method"] == CONTROL else f"C{list(METHODS).index(row['method'])}"
             values = [r[key] for r in result["records"] if r["method"] == row["method"] and key in r]

@@ -40,6 +40,10 @@ PRESETS: dict[str, dict[str, Recipe]] = {
         "linprobe": Recipe("classification/configs/vit-tiny-p16_linprobe_1xb64-20e_synthetic.py", "synthetic"),
         "ade20k": Recipe("segmentation/configs/upernet_vit-tiny-p16_1xb4-40it_synthetic-128x128.py", "synthetic"),
         "coco": Recipe("detection/configs/mask-rcnn_vit-tiny-p16_fpn_1xb2-2e_synthetic.py", "synthetic"),
+        "knn": Recipe("classification/configs/knn_vit-tiny-p16_synthetic.py", "synthetic"),
+        "lowshot": Recipe("classification/configs/lowshot_vit-tiny-p16_synthetic.py", "synthetic"),
+        "attentive": Recipe("classification/configs/vit-tiny-p16_attentive_1xb64-20e_synthetic.py", "synthetic"),
+        "ade20k-linear": Recipe("segmentation/configs/linear_vit-tiny-p16_1xb4-40it_synthetic-128x128.py", "synthetic"),
     },
     # The full recipes shrunk (model, resolution, schedule) for the real-image mini suite
     # (pretrain/data/real_suite.py; a ViT-micro with 8 px patches): the same pipelines,
@@ -49,13 +53,30 @@ PRESETS: dict[str, dict[str, Recipe]] = {
         "linprobe": Recipe("classification/configs/real/vit-micro-p8_linprobe_1xb256-30e_realsuite64.py", "real"),
         "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-300it_realsuite-128x128.py", "real"),
         "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-4e_realsuite.py", "real"),
+        "knn": Recipe("classification/configs/real/knn_vit-micro-p8_realsuite64.py", "real"),
+        "lowshot": Recipe("classification/configs/real/lowshot_vit-micro-p8_realsuite64.py", "real"),
+        "attentive": Recipe("classification/configs/real/vit-micro-p8_attentive_1xb128-30e_realsuite64.py", "real"),
+        "ade20k-linear": Recipe(
+            "segmentation/configs/real/linear_vit-micro-p8_1xb4-2000it_realsuite-128x128.py", "real"
+        ),
     },
     "full": {
         "finetune": Recipe("classification/configs/vit-base-p16_finetune_8xb128-amp-100e_in1k.py", "ImageNet-1k", 8),
         "linprobe": Recipe("classification/configs/vit-base-p16_linprobe_8xb2048-amp-90e_in1k.py", "ImageNet-1k", 8),
         "ade20k": Recipe("segmentation/configs/upernet_vit-b16_8xb2-amp-160k_ade20k-512x512.py", "ADE20K", 8),
         "coco": Recipe("detection/configs/mask-rcnn_vit-b16_fpn_16xb2-amp-1x_coco.py", "COCO 2017", 16),
+        "knn": Recipe("classification/configs/knn_vit-base-p16_in1k.py", "ImageNet-1k"),
+        "lowshot": Recipe("classification/configs/lowshot_vit-base-p16_in1k.py", "ImageNet-1k"),
+        "attentive": Recipe("classification/configs/vit-base-p16_attentive_32xb256-amp-90e_in1k.py", "ImageNet-1k", 32),
+        "ade20k-linear": Recipe("segmentation/configs/linear_vit-b16_8xb2-40k_ade20k-512x512.py", "ADE20K", 8),
     },
+}
+
+
+# Tasks that evaluate another task's checkpoint run with that task's recipe (suite.runner.TASK_SPECS).
+PRESETS = {
+    name: {**recipes, "ade20k-msflip": recipes["ade20k"], "robustness": recipes["finetune"]}
+    for name, recipes in PRESETS.items()
 }
 
 
@@ -76,6 +97,7 @@ class Setup:
     lr_options: tuple[str, ...]  # cfg-options rescaling an absolute lr (only when the batch changes)
     changes: tuple[str, ...]  # how the run differs from its config, for the record and the report
     seed: int | None  # the config's randomness.seed (with the user's options)
+    loaders: tuple[str, ...] = ("train_dataloader", "val_dataloader", "test_dataloader")  # those the config has
 
     @property
     def arithmetic(self) -> str:
@@ -232,6 +254,8 @@ def resolve_setup(
         raise ValueError(f"the number of GPUs must be at least 1, got {world_size}")
     options = options or {}
     recipe = PRESETS[preset][task]
+    if "optim_wrapper" not in Config.fromfile(str(REPO / recipe.config)):
+        return _evaluation_setup(REPO / recipe.config, options)
     published = published_batch(preset, task)
     tried = []
     for path in batch_variants(REPO / recipe.config):
@@ -263,4 +287,29 @@ def resolve_setup(
         lr_options=lr_options,
         changes=tuple(changes),
         seed=seed,
+        loaders=_loaders(cfg),
+    )
+
+
+def _loaders(cfg: Config) -> tuple[str, ...]:
+    return tuple(name for name in ("train_dataloader", "val_dataloader", "test_dataloader") if name in cfg)
+
+
+def _evaluation_setup(config: Path, options: dict) -> Setup:
+    """A protocol that trains nothing (k-NN, logistic regression on frozen
+    features): one process, whatever the GPUs; its batch is the feature
+    extraction's, which changes no number."""
+    cfg = load_config(config, options)
+    batch = cfg.train_dataloader.batch_size
+    return Setup(
+        config=config,
+        world_size=1,
+        batch_per_gpu=batch,
+        accumulation=1,
+        effective_batch=batch,
+        published_batch=batch,
+        lr_options=(),
+        changes=tuple(option_changes(config, options)),
+        seed=cfg.get("randomness", {}).get("seed"),
+        loaders=_loaders(cfg),
     )

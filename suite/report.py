@@ -65,6 +65,10 @@ def _fmt(value) -> str:
     return MISSING if value is None else f"{value:.1f}"
 
 
+def _fmt_epochs(value) -> str:
+    return MISSING if value is None else str(value)
+
+
 def _cell(values: list[float]) -> str:
     """Mean ± sample standard deviation (n - 1) over seeds, and n."""
     if not values:
@@ -99,11 +103,11 @@ TABLES = {
         columns=[("finetune", lambda r: r["metrics"]["top1"]), ("linprobe", lambda r: r["metrics"]["top1"])],
     ),
     "ade20k": dict(
-        title="Table 3 - ADE20K semantic segmentation, mIoU (%)",
-        header=["Method", "Epochs", "mIoU"],
-        tasks=("ade20k",),
-        paper_cols=("mIoU",),
-        columns=[("ade20k", lambda r: r["metrics"]["mIoU"])],
+        title="Table 3 - ADE20K semantic segmentation, UperNet, mIoU (%)",
+        header=["Method", "Epochs", "mIoU", "mIoU ms+flip"],
+        tasks=("ade20k", "ade20k-msflip"),
+        paper_cols=("mIoU", "mIoU_msflip"),
+        columns=[("ade20k", lambda r: r["metrics"]["mIoU"]), ("ade20k-msflip", lambda r: r["metrics"]["mIoU"])],
     ),
     "ablations": dict(
         title="Table 5 - teacher inputs and normalisation, ImageNet fine-tune top-1 (%)",
@@ -127,6 +131,57 @@ TABLES = {
 }
 
 
+# The broader protocols (issue #14): printed where this suite has runs of them.
+TABLES.update(
+    knn=dict(
+        title="k-NN on frozen features (class token, cosine, T = 0.07), ImageNet-1k top-1 (%)",
+        header=["Method", "Epochs", "k = 20", "k = 200"],
+        tasks=("knn",),
+        paper_cols=("top1_k20", "top1_k200"),
+        columns=[("knn", lambda r: r["metrics"]["top1_k20"]), ("knn", lambda r: r["metrics"]["top1_k200"])],
+        optional=True,
+    ),
+    lowshot=dict(
+        title="Low-shot ImageNet-1k, logistic regression on frozen features, top-1 (%)",
+        header=["Method", "Epochs", "1 % labels", "10 % labels"],
+        tasks=("lowshot",),
+        paper_cols=("top1_1pct", "top1_10pct"),
+        columns=[("lowshot", lambda r: r["metrics"]["top1_1pct"]), ("lowshot", lambda r: r["metrics"]["top1_10pct"])],
+        optional=True,
+    ),
+    attentive=dict(
+        title="Attentive probing (CAE) beside linear probing, ImageNet-1k top-1 (%)",
+        header=["Method", "Epochs", "Linear", "Attentive"],
+        tasks=("linprobe", "attentive"),
+        paper_cols=("linear_top1", "attentive_top1"),
+        columns=[("linprobe", lambda r: r["metrics"]["top1"]), ("attentive", lambda r: r["metrics"]["top1"])],
+        optional=True,
+        needs=("attentive",),  # a row only for a label with an attentive run
+    ),
+    ade20k_linear=dict(
+        title="ADE20K, linear head on frozen features (DINOv2 protocol), mIoU (%)",
+        header=["Method", "Epochs", "mIoU"],
+        tasks=("ade20k-linear",),
+        paper_cols=("mIoU",),
+        columns=[("ade20k-linear", lambda r: r["metrics"]["mIoU"])],
+        optional=True,
+    ),
+    robustness=dict(
+        title="Robustness of the fine-tuned classifier: top-1 (%) on IN-A, IN-R, IN-Sketch, IN-V2; "
+        "IN-C mean corruption error (%, lower is better)",
+        header=["Method", "Epochs", "IN-A", "IN-R", "IN-Sketch", "IN-V2", "IN-C mCE"],
+        tasks=("robustness",),
+        paper_cols=("imagenet_a_top1", "imagenet_r_top1", "sketch_top1", "v2_top1", "imagenet_c_mce"),
+        columns=[
+            ("robustness", lambda r, key=key: r["metrics"][key])
+            for key in ("imagenet_a_top1", "imagenet_r_top1", "sketch_top1", "v2_top1", "imagenet_c_mce")
+        ],
+        optional=True,
+    ),
+)
+REPORT_ORDER = ("imagenet", "ade20k", "coco", "ablations", "knn", "lowshot", "attentive", "ade20k_linear", "robustness")
+
+
 def build_table(name: str, records: list[dict], paper: dict) -> list[list[str]]:
     """Rows (header first): the paper's rows, then one measured row per label and
     variant (:func:`_variant`), its cells aggregated over seeds."""
@@ -134,11 +189,18 @@ def build_table(name: str, records: list[dict], paper: dict) -> list[list[str]]:
     rows = [[*spec["header"], BATCH_HEADER, CHANGES_HEADER, "Source"]]
     for row in paper[name]["rows"]:
         rows.append(
-            [row["method"], str(row["epochs"]), *(_fmt(row[c]) for c in spec["paper_cols"]), MISSING, MISSING, "paper"]
+            [
+                row["method"],
+                _fmt_epochs(row.get("epochs")),
+                *(_fmt(row.get(c)) for c in spec["paper_cols"]),
+                MISSING,
+                MISSING,
+                row.get("source", "paper"),
+            ]
         )
     prefix = spec.get("label_prefix", "")
     for (label, _), cells in _by_row(records, spec["tasks"]).items():
-        if not label.startswith(prefix):
+        if not label.startswith(prefix) or not any(task in cells for task in spec.get("needs", spec["tasks"])):
             continue
         any_record = next(iter(cells.values()))[0]
         epochs = (any_record["backbone"].get("pretraining") or {}).get("epochs")
@@ -263,11 +325,17 @@ def write_report(results_dir: str | Path, out: str | Path, benchmark: str | Path
         rows = efficiency_table(json.loads(Path(benchmark).read_text()))
         parts.append(to_markdown("Table 1 - pretraining cost of the teacher inputs", rows))
         _write_csv(out / "table1_efficiency.csv", rows)
-    for name in ("imagenet", "ade20k", "coco", "ablations"):
+    for name in REPORT_ORDER:
+        spec = TABLES[name]
+        needed = spec.get("needs", spec["tasks"])
+        if spec.get("optional") and not any(r["task"] in needed for r in records):
+            continue  # the broader protocols only where they were run
         rows = build_table(name, records, paper)
         if name == "ablations" and not any(r[-1].startswith("this suite") for r in rows[1:]):
             continue  # Table 5 only where ablation runs exist
         parts.append(to_markdown(TABLES[name]["title"], rows))
+        if paper[name].get("note"):
+            parts.append(f"Paper rows: {paper[name]['note']}\n")
         _write_csv(out / f"table_{name}.csv", rows)
         bars = plot_bars(name, rows, out)
         if bars:

@@ -35,12 +35,55 @@ from pretrain.engine.results import write_json
 from suite.recipes import PRESETS, REPO, Setup, parse_cfg_options, resolve_setup
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-TASKS = ("finetune", "linprobe", "ade20k", "coco")
-DATASETS = {"finetune": "imagenet", "linprobe": "imagenet", "ade20k": "ade20k", "coco": "coco"}
-# task -> the tasks whose output it reads (e.g. a robustness evaluation would read
-# the fine-tuned checkpoint): it runs after them, and on SLURM its job waits for
-# theirs (afterok). No task of the suite reads another's output today.
-TASK_INPUTS: dict[str, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What one task of the suite runs.
+
+    ``tool``: its entry point under tools/ - ``train.py`` (a training run whose
+    last iteration is validated), ``eval_features.py`` (frozen-feature protocols
+    that train nothing through mmengine) or an evaluation of another task's
+    checkpoint (``test.py``, ``eval_robustness.py``), in which case ``reads`` names
+    that task and ``checkpoint`` which of its checkpoints (``best`` by the
+    validation metric, or ``last``): the consumer runs after it, with its config,
+    and on SLURM its job waits for the producer's (afterok)."""
+
+    dataset: str  # the --data root it reads
+    tool: str = "train.py"
+    reads: str | None = None
+    checkpoint: str | None = None
+    tool_args: tuple[str, ...] = ()
+
+    @property
+    def trains(self) -> bool:
+        return self.tool == "train.py"
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    # the paper's four protocols
+    "finetune": TaskSpec("imagenet"),
+    "linprobe": TaskSpec("imagenet"),
+    "ade20k": TaskSpec("ade20k"),
+    "coco": TaskSpec("coco"),
+    # frozen-feature protocols and evaluations of trained checkpoints
+    "knn": TaskSpec("imagenet", "eval_features.py"),
+    "lowshot": TaskSpec("imagenet", "eval_features.py"),
+    "attentive": TaskSpec("imagenet"),
+    "ade20k-linear": TaskSpec("ade20k"),
+    # the ADE20K UperNet number again, multi-scale + flip, on the checkpoint the ade20k task
+    # recorded (its last iteration's)
+    "ade20k-msflip": TaskSpec("ade20k", "test.py", reads="ade20k", checkpoint="last", tool_args=("--tta",)),
+    # the fine-tuned classifier on ImageNet-A/-R/-Sketch/-V2/-C: its best checkpoint, as the
+    # papers that report robustness evaluate the fine-tuned model they report on ImageNet
+    "robustness": TaskSpec("robustness", "eval_robustness.py", reads="finetune", checkpoint="best"),
+}
+TASKS = ("finetune", "linprobe", "ade20k", "coco")  # the default: the paper's protocols
+ALL_TASKS = tuple(TASK_SPECS)
+DATASETS = {task: spec.dataset for task, spec in TASK_SPECS.items()}
+DATA_NAMES = tuple(dict.fromkeys(DATASETS.values()))
+# task -> the tasks whose output it reads: it runs after them (on SLURM: afterok).
+TASK_INPUTS: dict[str, tuple[str, ...]] = {task: (spec.reads,) for task, spec in TASK_SPECS.items() if spec.reads}
 REQUIRED_FIELDS = (
     "task", "metrics", "backbone", "config", "config_file", "git_commit", "versions", "hardware",
     "wall_time_s", "reproduce", "preset", "data", "label", "record_key", "recorded_at",
@@ -48,20 +91,35 @@ REQUIRED_FIELDS = (
 )  # fmt: skip
 # Fields every record has, though they may be 0 or empty.
 PRESENT_FIELDS = ("seed", "cfg_options", "recipe_changes", "amp")
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
 
-def data_options(task: str, root: Path) -> list[str]:
-    """cfg-options pointing a stage's loaders (and COCO evaluator) at ``root``."""
-    loaders = ("train_dataloader", "val_dataloader", "test_dataloader")
-    if DATASETS[task] == "imagenet":
+def data_options(task: str, root: Path, loaders: tuple[str, ...] = LOADERS) -> list[str]:
+    """cfg-options pointing a task's ``loaders`` (those its config has) and COCO
+    evaluator at ``root``; the robustness sets' root is an option of their tool."""
+    dataset = DATASETS[task]
+    if dataset == "imagenet":
         return [f"{loader}.dataset.data_root={root}" for loader in loaders]
-    if task == "ade20k":
+    if dataset == "ade20k":
         return [f"{loader}.dataset.data_root={root / 'ADEChallengeData2016'}" for loader in loaders]
+    if dataset == "robustness":
+        return []  # tools/eval_robustness.py takes its root as an argument (data_args)
     ann = f"{root}/annotations/instances_val2017.json"
     return [f"{loader}.dataset.data_root={root}/" for loader in loaders] + [
         f"val_evaluator.ann_file={ann}",
         f"test_evaluator.ann_file={ann}",
     ]
+
+
+def data_args(task: str, root: Path) -> list[str]:
+    """Arguments of a task's tool that say where its data is, beside the cfg-options:
+    the robustness sets' root, and the map of the classifier's classes to ImageNet
+    wnids where the root has one (the generated mini sets write ``class_map.json``;
+    a classifier of the 1000 ImageNet classes needs none)."""
+    if DATASETS[task] != "robustness":
+        return []
+    class_map = root / "class_map.json"
+    return ["--data-root", str(root)] + (["--class-map", str(class_map)] if class_map.is_file() else [])
 
 
 def prepare_backbone(checkpoint: str, out: Path, select: str = "student", trust_pickle: bool = False) -> Path:
@@ -100,13 +158,19 @@ def prepare_backbone(checkpoint: str, out: Path, select: str = "student", trust_
     return path
 
 
-def final_result(work_dir: Path) -> dict:
-    """The run's ``result.json`` if it evaluates the run's last training
-    iteration; anything else (no record, a record of an earlier epoch) is an error."""
+def final_result(work_dir: Path, trains: bool = True) -> dict:
+    """The run's ``result.json`` if it is the run's final evaluation: for a
+    training run (``trains``) a validation of its last iteration, for an
+    evaluation a complete one (``split`` "test", written at its end); anything
+    else (no record, a record of an earlier epoch) is an error."""
     path = work_dir / "result.json"
     if not path.exists():
         raise RuntimeError(f"the run in {work_dir} exited 0 but wrote no {path.name}; see its log in {work_dir}")
     record = json.loads(path.read_text())
+    if not trains:
+        if record.get("split") != "test":
+            raise RuntimeError(f"{path} is not the record of a complete evaluation (split {record.get('split')!r})")
+        return record
     if record.get("split") != "val" or record.get("iter") is None or record.get("iter") != record.get("max_iters"):
         raise RuntimeError(
             f"{path} evaluates iteration {record.get('iter')} of {record.get('max_iters')}, not the end of "
@@ -162,15 +226,25 @@ def record_key(
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of the suite: a task at one seed on the GPUs at hand."""
+    """One run of the suite: a task at one seed, training on the GPUs at hand or
+    evaluating in one process."""
 
     task: str
     seed: int
     key: str
     setup: Setup
     work_dir: Path
-    train_args: tuple[str, ...]  # tools/train.py's config and options
+    tool_args: tuple[str, ...]  # the task's tool's config, checkpoint and options
     record_fields: dict = field(hash=False)  # what the suite adds to the run's result.json
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TASK_SPECS[self.task]
+
+    @property
+    def processes(self) -> int:
+        """Training runs data-parallel on the setup's processes; evaluations in one."""
+        return self.setup.world_size if self.spec.trains else 1
 
 
 def order_tasks(tasks: tuple[str, ...], inputs: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -238,19 +312,33 @@ def plan_jobs(
     if setups is None:
         setups = resolve_tasks(preset, tasks, gpus * nodes, cfg_options, allow_batch_change, amp, inputs)
     weights_sha = read_backbone(backbone).metadata["weights_sha256"]
-    jobs = []
+    jobs: list[Job] = []
+    producers: dict[tuple[str, int], Job] = {}
     for task, setup in setups:
+        spec = TASK_SPECS[task]
         data_root = Path(data[DATASETS[task]])
-        train_options = [*data_options(task, data_root), *cfg_options, *setup.lr_options]
-        hashed = train_options + ([f"--amp={amp}"] if amp else [])
+        tool_options = [*data_options(task, data_root, setup.loaders), *cfg_options, *setup.lr_options]
+        hashed = tool_options + data_args(task, data_root) + ([f"--amp={amp}"] if amp else [])
         if seeds is None and not isinstance(setup.seed, int):
             raise ValueError(f"{setup.config} sets no integer randomness.seed ({setup.seed!r}); pass --seeds")
         for seed in seeds if seeds is not None else [setup.seed]:
-            key = record_key(weights_sha, preset, task, setup.config, hashed, setup, seed)
+            producer = producers.get((spec.reads, seed)) if spec.reads else None
+            if spec.reads and producer is None:
+                raise ValueError(f"task {task} reads the checkpoint of {spec.reads} at seed {seed}: add {spec.reads}")
+            # a consumer's number depends on the producer's run: its key names it
+            key = record_key(
+                weights_sha, preset, task, setup.config, hashed + ([producer.key] if producer else []), setup, seed
+            )
             work_dir = out / "work" / key
-            args = [str(setup.config), "--backbone", str(backbone), "--work-dir", str(work_dir)]
-            args += ["--amp", amp] if amp else []
-            args += ["--cfg-options", *train_options, f"randomness.seed={seed}"]
+            args = [str(setup.config)]
+            if producer is not None:
+                args += [str(producer.work_dir), "--select-checkpoint", spec.checkpoint]
+            args += ["--backbone", str(backbone), "--work-dir", str(work_dir), *spec.tool_args]
+            args += data_args(task, data_root)
+            if spec.tool == "eval_features.py":
+                args += ["--feature-cache", str(out / "features")]  # shared by every protocol and seed
+            args += ["--amp", amp] if amp and spec.trains else []
+            args += ["--cfg-options", *tool_options, f"randomness.seed={seed}"]
             fields = dict(
                 task=task,
                 preset=preset,
@@ -271,16 +359,20 @@ def plan_jobs(
                 amp=amp,
                 recipe_changes=list(setup.changes),
             )
-            jobs.append(Job(task, seed, key, setup, work_dir, tuple(args), fields))
+            if producer is not None:
+                fields.update(input_record=producer.key, input_work_dir=str(producer.work_dir))
+            job = Job(task, seed, key, setup, work_dir, tuple(args), fields)
+            producers[task, seed] = job
+            jobs.append(job)
     return jobs
 
 
 def local_command(job: Job) -> list[str]:
-    """tools/train.py for one process, tools/dist_train.sh (torchrun) for several."""
-    if job.setup.world_size > 1:
-        config, *rest = job.train_args
-        return ["bash", str(REPO / "tools/dist_train.sh"), config, str(job.setup.world_size), *rest]
-    return [sys.executable, str(REPO / "tools/train.py"), *job.train_args]
+    """The task's tool in one process; tools/dist_train.sh (torchrun) for training on several."""
+    if job.processes > 1:
+        config, *rest = job.tool_args
+        return ["bash", str(REPO / "tools/dist_train.sh"), config, str(job.processes), *rest]
+    return [sys.executable, str(REPO / "tools" / job.spec.tool), *job.tool_args]
 
 
 def make_record(result: dict, fields: dict, reproduce: str, **extra) -> dict:
@@ -305,12 +397,16 @@ def run_job(job: Job, out: Path) -> tuple[dict, bool]:
     log = job.work_dir / "suite.log"
     start = time.time()
     with hold_lock(job.work_dir / ".suite.lock", f"the suite's {job.task} task"), log.open("a") as f:
+        stale = job.work_dir / "result.json"
+        if not job.spec.trains and stale.exists():
+            # an evaluation starts over: a record left by an earlier attempt must not pass for this one
+            stale.replace(stale.with_name("result.previous.json"))
         status = run_child(cmd, f)
     if status:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise RuntimeError(f"{job.task} failed (exit {status}); log: {log}\n{tail}")
     record = make_record(
-        final_result(job.work_dir),
+        final_result(job.work_dir, job.spec.trains),
         job.record_fields,
         shlex.join(cmd),
         launcher="local",
@@ -337,20 +433,39 @@ def run_task(
     return run_job(job, out)
 
 
+HEADLINES = {
+    "finetune": lambda m: f"top-1 {m['top1']:.2f}",
+    "linprobe": lambda m: f"top-1 {m['top1']:.2f}",
+    "attentive": lambda m: f"top-1 {m['top1']:.2f}",
+    "ade20k": lambda m: f"mIoU {m['mIoU']:.2f}",
+    "ade20k-linear": lambda m: f"mIoU {m['mIoU']:.2f}",
+    "ade20k-msflip": lambda m: f"mIoU (ms+flip) {m['mIoU']:.2f}",
+    "coco": lambda m: f"box AP {100 * m['coco/bbox_mAP']:.1f}, mask AP {100 * m['coco/segm_mAP']:.1f}",
+    "knn": lambda m: f"top-1 k=20 {m['top1_k20']:.2f}, k=200 {m['top1_k200']:.2f}",
+    "lowshot": lambda m: f"top-1 1% {m['top1_1pct']:.2f}, 10% {m['top1_10pct']:.2f}",
+    "robustness": lambda m: (
+        f"IN-A {m['imagenet_a_top1']:.1f}, IN-R {m['imagenet_r_top1']:.1f}, Sketch {m['sketch_top1']:.1f}, "
+        f"V2 {m['v2_top1']:.1f}, IN-C mCE {m['imagenet_c_mce']:.1f}"
+    ),
+}
+
+
 def headline(task: str, metrics: dict) -> str:
-    if task in ("finetune", "linprobe"):
-        return f"top-1 {metrics['top1']:.2f}"
-    if task == "ade20k":
-        return f"mIoU {metrics['mIoU']:.2f}"
-    return f"box AP {100 * metrics['coco/bbox_mAP']:.1f}, mask AP {100 * metrics['coco/segm_mAP']:.1f}"
+    return HEADLINES[task](metrics)
 
 
 def check_request(preset: str, tasks: tuple[str, ...], data: dict[str, Path]) -> None:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    unknown = set(tasks) - set(TASKS)
+    unknown = set(tasks) - set(ALL_TASKS)
     if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(ALL_TASKS)}")
+    without = [t for t in tasks if t not in PRESETS[preset]]
+    if without:
+        raise ValueError(
+            f"the {preset} preset has no recipe for {without}; presets with one: "
+            + "; ".join(f"{t}: {', '.join(p for p in PRESETS if t in PRESETS[p])}" for t in without)
+        )
     missing = sorted({DATASETS[t] for t in tasks} - data.keys())
     if missing:
         raise ValueError(f"no data root given for {missing} (--data {missing[0]}=PATH)")

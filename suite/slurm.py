@@ -3,12 +3,13 @@ record, and a collection step that records the jobs that finished.
 
 Each job is a batch script in its work dir, kept for reruns by hand, whose one
 ``srun`` step starts ``tools/train.py --launcher slurm`` on every GPU of the
-allocation (the srun line of tools/slurm_train.sh). ``sbatch`` returns at once
+allocation (the srun line of tools/slurm_train.sh); an evaluation task (k-NN,
+a test of another task's checkpoint) asks for one GPU and runs its tool once. ``sbatch`` returns at once
 and takes ``--dependency``; tools/slurm_train.sh calls ``srun`` outside an
 allocation, which holds the caller until the job ends, so it cannot be
 submitted and left. A job that consumes another's output waits for it
 (``afterok``). ``collect`` records a job only when SLURM says it completed and
-its ``result.json`` evaluates the last iteration (``suite.runner.final_result``).
+its ``result.json`` is final (``suite.runner.final_result``).
 """
 
 import json
@@ -24,6 +25,7 @@ from pretrain.engine.results import write_json
 from suite.runner import (
     REPO,
     TASK_INPUTS,
+    TASK_SPECS,
     Job,
     check_request,
     final_result,
@@ -54,8 +56,11 @@ class SlurmResources:
 
 
 def srun_command(job: Job, python: str = sys.executable) -> list[str]:
-    """One process per GPU of the allocation; one dies, all stop (tools/slurm_train.sh's srun options)."""
-    config, *options = job.train_args
+    """Training: one process per GPU of the allocation; one dies, all stop
+    (tools/slurm_train.sh's srun options). An evaluation: its tool, once."""
+    config, *options = job.tool_args
+    if not job.spec.trains:
+        return ["srun", "--ntasks=1", python, "-u", str(REPO / "tools" / job.spec.tool), config, *options]
     train = [python, "-u", str(REPO / "tools/train.py"), config, "--launcher", "slurm", *options]
     return ["srun", "--kill-on-bad-exit=1", *train]
 
@@ -67,9 +72,9 @@ def job_script(job: Job, resources: SlurmResources, python: str = sys.executable
         f"# tools/run_suite.py --launcher slurm: {job.task}, seed {job.seed}, record {job.key}",
         f"#SBATCH --job-name=suite-{job.task}-s{job.seed}",
         f"#SBATCH --partition={resources.partition}",
-        f"#SBATCH --nodes={resources.nodes}",
-        f"#SBATCH --ntasks-per-node={resources.gpus_per_node}",
-        f"#SBATCH --gres=gpu:{resources.gpus_per_node}",
+        f"#SBATCH --nodes={resources.nodes if job.spec.trains else 1}",
+        f"#SBATCH --ntasks-per-node={resources.gpus_per_node if job.spec.trains else 1}",
+        f"#SBATCH --gres=gpu:{resources.gpus_per_node if job.spec.trains else 1}",
         f"#SBATCH --cpus-per-task={resources.cpus_per_task}",
         f"#SBATCH --output={job.work_dir}/slurm-%j.out",
         "#SBATCH --open-mode=append",
@@ -269,7 +274,7 @@ def collect(out: Path) -> Collection:
                                         "resumes from its last checkpoint in its work dir"))  # fmt: skip
         else:
             try:
-                result = final_result(work_dir)
+                result = final_result(work_dir, TASK_SPECS[entry["task"]].trains)
             except RuntimeError as err:
                 found.failed.append((entry, f"COMPLETED, but {err}"))
                 continue

@@ -4,13 +4,16 @@ python tools/generate_datasets.py imagenet data/synthetic_imagenet [--classes 8]
 python tools/generate_datasets.py ade20k data/synthetic_ade [--train 40] ...
 python tools/generate_datasets.py real data/real32     # real images bundled in scikit-learn / scikit-image
 python tools/generate_datasets.py realsuite data/realsuite  # the real-image mini suite (ImageNet/ADE20K/COCO layouts)
+python tools/generate_datasets.py robustness data/robustness --imagenet data/realsuite/imagenet  # IN-A/R/Sketch/V2/C
 """
 
 import argparse
 import time
 
+from classification.robustness import EXTRA_CORRUPTIONS, MCE_CORRUPTIONS, SETS, imagenet_wnids
 from pretrain.data.real import write_real_datasets
 from pretrain.data.real_suite import write_real_suite
+from pretrain.data.robustness_sets import write_robustness_sets
 from pretrain.data.synthetic import PATTERNS, write_ade20k_like, write_coco_like, write_imagenet_like
 
 
@@ -54,6 +57,16 @@ def main() -> None:
     )
     suite.add_argument("out")
     suite.add_argument("--seed", type=int, default=0)
+    robust = sub.add_parser(
+        "robustness",
+        help="ImageNet-A/-R/-Sketch/-V2/-C in their release layouts from the val split of --imagenet, plus "
+        "OUT/class_map.json for tools/eval_robustness.py --class-map (recipe: pretrain/data/robustness_sets.py)",
+    )
+    robust.add_argument("out")
+    robust.add_argument("--imagenet", required=True, help="ImageNet-layout folder whose val/<class>/ is used")
+    robust.add_argument("--per-class", type=int, default=5, help="images per class in IN-A/-R/-Sketch/-V2")
+    robust.add_argument("--c-per-class", type=int, default=2, help="images per class, corruption and severity")
+    robust.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     start = time.time()
@@ -69,9 +82,22 @@ def main() -> None:
         try:
             if args.kind == "real":
                 recipe = write_real_datasets(args.out, args.seed, photo_crops_count=args.photo_crops, progress=print)
+            elif args.kind == "robustness":
+                subsets = {name: set(SETS[name].classes()) for name in ("imagenet_a", "imagenet_r")}
+                recipe = write_robustness_sets(
+                    args.out,
+                    args.imagenet,
+                    imagenet_wnids(),
+                    subsets,
+                    (*MCE_CORRUPTIONS, *EXTRA_CORRUPTIONS),
+                    args.seed,
+                    args.per_class,
+                    args.c_per_class,
+                    progress=print,
+                )
             else:
                 recipe = write_real_suite(args.out, args.seed, progress=print)
-        except FileExistsError as err:
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
         counts = recipe["counts"]
     print(f"wrote {counts} images to {args.out} in {time.time() - start:.1f}s")

@@ -30,7 +30,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from suite.runner import PRESETS, TASKS, run_suite
+from suite.runner import ALL_TASKS, DATA_NAMES, PRESETS, TASKS, run_suite
 from suite.slurm import SlurmResources, collect, submit_suite
 
 
@@ -48,14 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="required unless --collect")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mini")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    parser.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"comma-separated tasks among {','.join(ALL_TASKS)} (default: the paper's {','.join(TASKS)}); "
+        "ade20k-msflip tests the ade20k task's checkpoint and robustness the finetune task's, so they need them",
+    )
     parser.add_argument(
         "--data",
         nargs="+",
         default=[],
         metavar="NAME=DIR",
         help="dataset roots: imagenet=DIR (train/ val/), ade20k=DIR (holds ADEChallengeData2016), "
-        "coco=DIR (annotations/, train2017/, val2017/)",
+        "coco=DIR (annotations/, train2017/, val2017/), robustness=DIR (imagenet-a/, imagenet-r/, sketch/, "
+        "imagenetv2-matched-frequency-format-val/, imagenet-c/)",
     )
     parser.add_argument(
         "--gpus", type=int, default=1, help="GPUs per node for each task (locally: torchrun via tools/dist_train.sh)"
@@ -111,8 +117,8 @@ def parse_data(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, P
     data = {}
     for item in items:
         name, sep, path = item.partition("=")
-        if not sep or name not in ("imagenet", "ade20k", "coco"):
-            parser.error(f"--data takes imagenet=DIR, ade20k=DIR or coco=DIR; got {item!r}")
+        if not sep or name not in DATA_NAMES:
+            parser.error(f"--data takes NAME=DIR with NAME one of {', '.join(DATA_NAMES)}; got {item!r}")
         data[name] = Path(path).resolve()
     return data
 

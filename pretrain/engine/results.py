@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from mmengine.dist import broadcast_object_list
 from mmengine.hooks import Hook
+from mmengine.model import BaseTTAModel
 from mmengine.registry import HOOKS
 
 from .hooks import unwrap_model
@@ -62,6 +63,37 @@ def final_record(work_dir: Path, max_iters: int) -> dict | None:
     return record
 
 
+def evaluation_record(
+    task: str,
+    metrics: dict,
+    backbone: dict | None,
+    config_file: str,
+    config_text: str,
+    start_time: float,
+    **extra,
+) -> dict:
+    """The record of an evaluation that trains nothing through mmengine (k-NN,
+    logistic regression on frozen features, robustness sets): the fields a
+    validation record of :class:`ResultsRecordHook` has, with ``split="test"``
+    (a complete evaluation; nothing is resumed). ``extra`` adds fields, e.g.
+    the ``checkpoint`` evaluated or the files the protocol wrote."""
+    return {
+        "task": task,
+        "split": "test",
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "backbone": backbone,
+        "config_file": config_file,
+        "config": config_text,
+        "git_commit": git_commit(Path(__file__).resolve().parents[2]),
+        "versions": library_versions(),
+        "hardware": hardware(),
+        "world_size": 1,
+        "wall_time_s": round(time.time() - start_time, 1),
+        "command": " ".join(sys.argv),
+        **extra,
+    }
+
+
 @HOOKS.register_module()
 class ResultsRecordHook(Hook):
     """After each validation / test, writes ``work_dir/result.json``: task,
@@ -79,8 +111,9 @@ class ResultsRecordHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, extra: dict | None = None) -> None:
         self.task = task
+        self.extra = extra or {}  # further fields of every record, e.g. how a test was augmented
         self.start = time.time()
 
     def before_run(self, runner) -> None:
@@ -107,6 +140,8 @@ class ResultsRecordHook(Hook):
         if runner.rank != 0 or not metrics:
             return
         model = unwrap_model(runner.model)
+        if isinstance(model, BaseTTAModel):  # tools/test.py --tta: the tested model is inside
+            model = model.module
         record = {
             "task": self.task,
             "split": split,
@@ -121,6 +156,7 @@ class ResultsRecordHook(Hook):
             "world_size": runner.world_size,
             "wall_time_s": round(time.time() - self.start, 1),
             "command": " ".join(sys.argv),
+            **self.extra,
         }
         if split == "val":  # during training
             record.update(epoch=runner.epoch, iter=runner.iter, max_iters=runner.max_iters)

@@ -8,6 +8,7 @@ import torch
 from pretrain.checkpoints import load_checkpoint_file
 
 from .hooks import unwrap_model
+from .resume import _named_checkpoint, checkpoint_damage
 
 
 class CheckpointMismatchError(ValueError):
@@ -49,3 +50,40 @@ def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str | Path) -> 
         "tools/train.py wrote for this config (a pretraining checkpoint or backbone file goes through "
         "--backbone of tools/train.py, not tools/test.py)"
     )
+
+
+SELECTIONS = ("best", "last")
+
+
+def trained_checkpoint(path: str | Path, select: str | None = None) -> Path:
+    """The checkpoint to evaluate: ``path`` itself when it is a file; in a work
+    dir of tools/train.py, the one ``select`` names - ``last`` (the file
+    ``last_checkpoint`` points to: the run's final weights) or ``best`` (the
+    ``best_*.pth`` that the CheckpointHook's ``save_best`` kept). A missing,
+    ambiguous or damaged checkpoint is an error naming it."""
+    path = Path(path)
+    if path.is_file():
+        if select is not None:
+            raise ValueError(f"--select-checkpoint {select} picks a checkpoint in a work dir; {path} is a file")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if select not in SELECTIONS:
+        raise ValueError(f"{path} is a work dir: say which of its checkpoints with --select-checkpoint best|last")
+    if select == "last":
+        chosen = _named_checkpoint(path)
+        if chosen is None:
+            raise FileNotFoundError(f"{path} has no usable last_checkpoint file: has its training run finished?")
+    else:
+        best = sorted(path.glob("best_*.pth"))
+        if len(best) != 1:
+            found = ", ".join(p.name for p in best) or "none"
+            raise FileNotFoundError(
+                f"{path} should hold exactly one best_*.pth (the config's checkpoint hook with save_best); "
+                f"found {found}"
+            )
+        chosen = best[0]
+    damage = checkpoint_damage(chosen)
+    if damage:
+        raise ValueError(f"{chosen} cannot be evaluated: {damage}")
+    return chosen

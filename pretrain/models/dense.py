@@ -4,8 +4,11 @@ a 4-level pyramid (strides 4, 8, 16, 32) for UperNet (mmseg) and FPN (mmdet).
 Plain PyTorch + timm; ``segmentation`` and ``detection`` register it with their
 registries. Recipes (BEiT / MAE / CAE): taps after blocks 4, 6, 8, 12; stride 4
 = deconv-norm-GELU-deconv, 8 = deconv, 16 = identity, 32 = 2x2 max-pool.
+Frozen-feature protocols (DINOv2's linear segmentation) take the tapped maps
+themselves (``pyramid=False``) after the encoder's final norm, from a frozen encoder.
 """
 
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -57,6 +60,14 @@ class DenseViT(nn.Module):
         norm: ``"SyncBN"`` or ``"BN"`` inside the pyramid.
         with_cp: recompute each block in the backward pass (activation
             checkpointing) to fit large detection inputs in memory.
+        pyramid: ``False`` returns the tapped maps at patch resolution (any number
+            of taps) instead of the 4-level pyramid, and builds no pyramid.
+        final_norm: pass every tapped map through the encoder's final norm (DINOv2's
+            ``get_intermediate_layers(norm=True)``; identity for encoders whose norm
+            acts on the pooled token only).
+        frozen: keep the encoder as loaded - no gradients (``requires_grad=False``,
+            run under ``torch.no_grad``) and always in eval mode (no drop path),
+            whatever mode the segmentor is put in.
     """
 
     def __init__(
@@ -70,6 +81,9 @@ class DenseViT(nn.Module):
         drop_path_rate: float = 0.1,
         norm: str = "SyncBN",
         with_cp: bool = False,
+        pyramid: bool = True,
+        final_norm: bool = False,
+        frozen: bool = False,
     ) -> None:
         super().__init__()
         if rel_pos_bias not in ("per_block", "none"):
@@ -82,8 +96,14 @@ class DenseViT(nn.Module):
                 f"{checkpoint} was pretrained with {source.rel_pos_bias} relative position bias; "
                 "dropping it would lose its position information: use rel_pos_bias='per_block'"
             )
-        if len(out_indices) != 4 or not all(0 <= i < source.depth for i in out_indices):
-            raise ValueError(f"out_indices must be 4 block indices in 0..{source.depth - 1}, got {out_indices}")
+        if not all(0 <= i < source.depth for i in out_indices) or list(out_indices) != sorted(set(out_indices)):
+            raise ValueError(
+                f"out_indices must be increasing block indices in 0..{source.depth - 1}, got {out_indices}"
+            )
+        if pyramid and len(out_indices) != 4:
+            raise ValueError(f"the pyramid takes 4 taps (out_indices), got {out_indices}; or set pyramid=False")
+        if not out_indices:
+            raise ValueError("out_indices is empty: name the blocks whose outputs to return")
         adds_rel_pos = rel_pos_bias == "per_block" and source.rel_pos_bias == "none"
         adds_layer_scale = not source.layer_scale and layer_scale_init is not None
         self.encoder = source.build(
@@ -101,7 +121,9 @@ class DenseViT(nn.Module):
         self.out_indices = tuple(out_indices)
         self.with_cp = with_cp
         self.has_rel_pos_bias = rel_pos_bias != "none"
-        self.pyramid = FeaturePyramid(source.embed_dim, norm)
+        self.final_norm = final_norm
+        self.frozen = frozen
+        self.pyramid = FeaturePyramid(source.embed_dim, norm) if pyramid else None
         if state is not None:
             new_keys = frozenset(
                 k
@@ -111,6 +133,15 @@ class DenseViT(nn.Module):
             )
             state = self._adapt(state, source)
             load_state_dict_strictly(self.encoder, state, str(checkpoint), new_keys)
+        if frozen:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> "DenseViT":
+        super().train(mode)
+        if self.frozen:  # the Runner puts the whole segmentor in train mode
+            self.encoder.eval()
+        return self
 
     def _adapt(self, state: dict[str, torch.Tensor], source: BackboneArch) -> dict[str, torch.Tensor]:
         """Canonical weights -> this encoder: q/v biases from a full qkv bias (the
@@ -142,7 +173,12 @@ class DenseViT(nn.Module):
         return state
 
     def tap(self, imgs: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of the ``out_indices`` blocks as (B, D, H/p, W/p) maps (no final norm)."""
+        """Outputs of the ``out_indices`` blocks as (B, D, H/p, W/p) maps (after the
+        encoder's final norm only with ``final_norm``)."""
+        with torch.no_grad() if self.frozen else nullcontext():
+            return self._tap(imgs)
+
+    def _tap(self, imgs: torch.Tensor) -> list[torch.Tensor]:
         encoder = self.encoder
         p = encoder.patch_size
         if imgs.shape[-2] % p or imgs.shape[-1] % p:
@@ -164,8 +200,10 @@ class DenseViT(nn.Module):
         for i, block in enumerate(encoder.blocks):  # per-block tables only: a shared one was copied
             x = checkpoint(block, x, use_reentrant=False) if self.with_cp and x.requires_grad else block(x)
             if i in self.out_indices:
-                maps.append(x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, *grid))
+                tokens = encoder.norm(x[:, 1:]) if self.final_norm else x[:, 1:]
+                maps.append(tokens.transpose(1, 2).reshape(x.shape[0], -1, *grid))
         return maps
 
     def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.pyramid(self.tap(imgs))
+        maps = self.tap(imgs)
+        return tuple(maps) if self.pyramid is None else self.pyramid(maps)

@@ -31,6 +31,24 @@ test_pipeline = [
     dict(type="LoadAnnotations", reduce_zero_label=True),
     dict(type="PackSegInputs"),
 ]
+tta_pipeline = [  # the multi-scale + flip test at this resolution: short sides max(128 r, 128)
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [
+                dict(type="ResizeShortestEdge", scale=max(int(128 * r), crop_size[0]), max_size=2**31)
+                for r in [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+            ],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=True)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=2,

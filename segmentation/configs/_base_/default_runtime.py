@@ -34,3 +34,5 @@ default_hooks = dict(
     effective_batch=dict(type="EffectiveBatchHook"),
 )
 custom_hooks = [dict(type="ResultsRecordHook", task="ade20k")]
+# what tools/test.py --tta wraps the model in: the mean softmax over tta_pipeline's passes
+tta_model = dict(type="SegTTAModel")

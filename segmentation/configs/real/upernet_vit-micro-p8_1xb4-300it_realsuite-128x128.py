@@ -5,7 +5,8 @@
 # 4 blocks, so the pyramid's strides are 2-16 instead of 4-32), 128 px crops of the
 # material mosaics in the ADE20K layout (pretrain/data/real_suite.py), narrower heads,
 # one process, a short schedule. Every pixel size is the recipe's divided by 4 (512 ->
-# 128 px crops; 2048 x 512 -> 512 x 128 resize; slide stride 341 -> 85). Only
+# 128 px crops; 2048 x 512 -> 512 x 128 resize; slide stride 341 -> 85; the multi-scale
+# test's short sides max(128 r, 128)). Only
 # size/schedule keys change (tests/test_real_suite.py checks the list). The heads predict
 # the 8 materials; ADE20KDataset keeps its class list, so label k + 1 is material k under
 # an ADE name (mIoU averages the classes present in labels or predictions).
@@ -35,6 +36,24 @@ test_pipeline = [
     dict(type="Resize", scale=(512, 128), keep_ratio=True),
     dict(type="LoadAnnotations", reduce_zero_label=True),
     dict(type="PackSegInputs"),
+]
+tta_pipeline = [  # the multi-scale + flip test at this resolution: short sides max(128 r, 128)
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [
+                dict(type="ResizeShortestEdge", scale=max(int(128 * r), crop_size[0]), max_size=2**31)
+                for r in [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+            ],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=True)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
 ]
 train_dataloader = dict(
     batch_size=4,

@@ -45,3 +45,30 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
 test_evaluator = val_evaluator
+# Multi-scale + flip test (tools/test.py --tta), the ADE20K "ms" protocol of BEiT, which MAE
+# and CAE reuse (microsoft/unilm beit/semantic_segmentation/configs/beit/upernet/
+# upernet_beit_base_12_512_slide_160k_ade20k_ms.py): the test scale (2048, 512) times each
+# ratio, with SETR's rule (SETR_Resize, setr_multi_scale=True) that the short side never
+# falls below the crop and the long side is not capped - so ratios 0.5 and 0.75 test at the
+# short side of 1.0 -, each scale as is and flipped. mmseg's SegTTAModel (tta_model in
+# default_runtime.py) averages the softmax of the 12 passes at the original size.
+tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_uncapped = 2**31  # no long-side limit, as SETR_Resize
+tta_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(
+        type="TestTimeAug",
+        transforms=[
+            [
+                dict(type="ResizeShortestEdge", scale=max(int(512 * r), crop_size[0]), max_size=tta_uncapped)
+                for r in tta_ratios
+            ],
+            [
+                dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                dict(type="RandomFlip", prob=1.0, direction="horizontal"),
+            ],
+            [dict(type="LoadAnnotations", reduce_zero_label=True)],
+            [dict(type="PackSegInputs")],
+        ],
+    ),
+]
