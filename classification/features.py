@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from pretrain.checkpoints import pooled_norm
 
 from .data import ImageNetClassification
-from .models import build_backbone
+from .models import build_backbone, frozen_features
 
 CACHE_FORMAT = "sdae-suite/frozen-features"
 CACHE_VERSION = 1  # raise when what a feature is changes: old entries then never match
@@ -45,14 +45,6 @@ def sha256_text(text: str) -> str:
 
 def feature_name(encoder: nn.Module) -> str:
     return "mean_patch_token_after_fc_norm" if pooled_norm(encoder) is not None else "class_token_after_final_norm"
-
-
-@torch.no_grad()
-def frozen_features(encoder: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-    """The linear probe's feature of each image (see the module docstring)."""
-    tokens = encoder.forward_tokens(encoder.embed_patches(imgs))
-    norm = pooled_norm(encoder)
-    return norm(tokens[:, 1:].mean(dim=1)) if norm is not None else tokens[:, 0]
 
 
 def file_list_sha256(dataset: ImageNetClassification) -> str:

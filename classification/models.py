@@ -38,6 +38,16 @@ def build_backbone(
     return encoder, source.metadata
 
 
+@torch.no_grad()
+def frozen_features(encoder: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+    """What MAE's linear probe reads of a frozen encoder: the class token after the
+    final norm, or - for an encoder whose final norm acts on the mean patch token
+    (``final_norm="mean_pooled"``: BEiT/MAE fine-tuned) - that normalised mean."""
+    tokens = encoder.forward_tokens(encoder.embed_patches(imgs))
+    norm = pooled_norm(encoder)
+    return norm(tokens[:, 1:].mean(dim=1)) if norm is not None else tokens[:, 0]
+
+
 @MODELS.register_module()
 class MixupDataPreprocessor(BaseDataPreprocessor):
     """Moves the batch to the device and, in training, applies timm's Mixup/CutMix
@@ -132,16 +142,13 @@ class ViTClassifier(BaseModel):
         return self
 
     def features(self, imgs: torch.Tensor) -> torch.Tensor:
-        tokens = self.backbone.embed_patches(imgs)
         if self.head_type == "finetune":
-            return self.fc_norm(self.backbone.forward_tokens(tokens, final_norm=False)[:, 1:].mean(dim=1))
-        with torch.no_grad():
-            tokens = self.backbone.forward_tokens(tokens)
-            if self.head_type == "attentive":  # the probe attends to every output token
-                return tokens
-            if pooled_norm(self.backbone) is not None:  # its feature is the normalised mean patch token
-                return pooled_norm(self.backbone)(tokens[:, 1:].mean(dim=1))
-            return tokens[:, 0]
+            tokens = self.backbone.forward_tokens(self.backbone.embed_patches(imgs), final_norm=False)
+            return self.fc_norm(tokens[:, 1:].mean(dim=1))
+        if self.head_type == "attentive":  # the probe attends to every output token
+            with torch.no_grad():
+                return self.backbone.forward_tokens(self.backbone.embed_patches(imgs))
+        return frozen_features(self.backbone, imgs)
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = "tensor"):
         logits = self.head(self.features(inputs))

@@ -163,10 +163,15 @@ def test_full_recipe_is_caes():
     variants = {path.name: path for path in batch_variants(FULL)}
     assert set(variants) == {
         FULL.name,
+        "vit-base-p16_attentive_16xb512-amp-90e_in1k.py",
         "vit-base-p16_attentive_8xb1024-amp-90e_in1k.py",
         "vit-base-p16_attentive_1xb1024-accum8-amp-90e_in1k.py",
     }
-    for name, world_size in ((FULL.name, 32), ("vit-base-p16_attentive_8xb1024-amp-90e_in1k.py", 8)):
+    for name, world_size in (
+        (FULL.name, 32),
+        ("vit-base-p16_attentive_16xb512-amp-90e_in1k.py", 16),
+        ("vit-base-p16_attentive_8xb1024-amp-90e_in1k.py", 8),
+    ):
         variant = Config.fromfile(str(variants[name]))
         apply_lr_scaling(variant, world_size)
         assert variant.optim_wrapper.optimizer.lr == pytest.approx(0.4), name

@@ -23,7 +23,7 @@ from suite.runner import (
 )
 from suite.slurm import SlurmResources, job_script
 
-from conftest import REPO
+from conftest import REPO, run_tool
 
 
 def _save(path: Path, value: int) -> Path:
@@ -191,3 +191,52 @@ def test_report_prints_the_broader_tables_only_where_they_ran(tmp_path):
     text = write_report(results, tmp_path / "report").read_text()
     assert "k-NN on frozen features" in text and "Robustness of the fine-tuned classifier" not in text
     assert "Attentive probing" not in text
+
+
+@pytest.mark.slow
+def test_the_broader_protocols_end_to_end_on_the_mini_preset(tmp_path, synthetic_imagenet):
+    """tools/run_suite.py with every new task on the synthetic sets: one record per task,
+    the consumers on their producers' checkpoints, and the report's tables."""
+    from pretrain.data.synthetic import write_ade20k_like
+
+    ade = tmp_path / "ade"
+    write_ade20k_like(ade, num_train=8, num_val=2, seed=0)
+    robust = tmp_path / "robustness"
+    made = run_tool(
+        str(REPO / "tools/generate_datasets.py"), "robustness", str(robust), "--imagenet", str(synthetic_imagenet),
+        "--per-class", "2", "--c-per-class", "1",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    tasks = "knn,lowshot,attentive,ade20k-linear,ade20k,ade20k-msflip,finetune,robustness"
+    result = run_tool(
+        str(REPO / "tools/run_suite.py"), "--checkpoint", "random:tiny", "--preset", "mini", "--tasks", tasks,
+        "--data", f"imagenet={synthetic_imagenet}", f"ade20k={ade}", f"robustness={robust}",
+        "--out", str(tmp_path / "suite"), "--label", "control", timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = {r["task"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "suite/results").glob("*.json")))}
+    assert set(records) == set(tasks.split(","))
+    assert set(records["knn"]["metrics"]) >= {"top1_k20", "top1_k200"}
+    assert records["lowshot"]["metrics"]["top1_10pct"] >= 0
+    # k-NN and low-shot read one extraction: the second protocol found both splits cached
+    assert all(entry["from_cache"] for entry in records["lowshot"]["feature_cache"].values())
+    assert records["ade20k-msflip"]["tta"]["flip"] and records["ade20k-msflip"]["tta"]["passes"] == 12
+    assert records["ade20k-msflip"]["input_record"] == records["ade20k"]["record_key"]
+    assert Path(records["robustness"]["checkpoint"]).name.startswith("best_")
+    assert records["robustness"]["input_record"] == records["finetune"]["record_key"]
+    for name in ("imagenet_a_top1", "imagenet_r_top1", "sketch_top1", "v2_top1", "imagenet_c_mce"):
+        assert name in records["robustness"]["metrics"]
+    report = run_tool(str(REPO / "tools/report.py"), "--results", str(tmp_path / "suite/results"),
+                      "--out", str(tmp_path / "report"))  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report/report.md").read_text()
+    for title in (
+        "k-NN on frozen features",
+        "Low-shot ImageNet-1k",
+        "Attentive probing (CAE)",
+        "linear head on frozen features",
+        "Robustness of the fine-tuned classifier",
+        "mIoU ms+flip",
+    ):
+        assert title in text, title
+    assert "| DINO | 400 | 76.1 |" in text  # a paper row beside the measured one

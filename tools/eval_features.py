@@ -27,7 +27,7 @@ from mmengine.runner import Runner
 from classification.features import cached_features, load_encoder
 from classification.knn import check_k, run_knn
 from classification.lowshot import run_lowshot
-from pretrain.engine.config_checks import ConfigOptionError, _type_problem, check_cfg_options, consumed_top_level_keys
+from pretrain.engine.config_checks import ConfigOptionError, check_cfg_options, consumed_top_level_keys, type_problem
 from pretrain.engine.results import evaluation_record, write_json
 
 DEFAULT_CACHE = "work_dirs/feature_cache"
@@ -80,7 +80,7 @@ def check_options(cfg: Config, options: dict) -> None:
                     f"--cfg-options {key}={value!r}: {protocol} has no option {'.'.join(parts[1:])!r}; "
                     f"it takes {sorted(cfg.get(protocol))}"
                 )
-        expected = _type_problem(node, value)
+        expected = type_problem(node, value)
         if expected is not None:
             raise ConfigOptionError(
                 f"--cfg-options {key}={value!r}: the config's value is {node!r}; expected {expected}"

@@ -44,7 +44,7 @@ def _suggest(key: str, cfg: Config, consumed: set[str]) -> str:
     return f"; did you mean {' or '.join(close)}{epochs}?"
 
 
-def _type_problem(old, new) -> str | None:
+def type_problem(old, new) -> str | None:
     """Why ``new`` cannot replace the config's ``old`` value (None if it can)."""
     if old is None or new is None or isinstance(old, dict):
         return None  # unset, unsetting, or a sub-config replaced as a whole
@@ -100,7 +100,7 @@ def check_cfg_options(cfg: Config, options: dict) -> None:
             else:
                 node = None  # a new key: nothing to compare with
                 break
-        expected = _type_problem(node, value)
+        expected = type_problem(node, value)
         if expected is not None:
             raise ConfigOptionError(
                 f"--cfg-options {key}={value!r}: the config's value is {node!r}; expected {expected}"
