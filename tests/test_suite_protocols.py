@@ -211,7 +211,7 @@ def test_the_broader_protocols_end_to_end_on_the_mini_preset(tmp_path, synthetic
     result = run_tool(
         str(REPO / "tools/run_suite.py"), "--checkpoint", "random:tiny", "--preset", "mini", "--tasks", tasks,
         "--data", f"imagenet={synthetic_imagenet}", f"ade20k={ade}", f"robustness={robust}",
-        "--out", str(tmp_path / "suite"), "--label", "control", timeout=1200,
+        "--out", str(tmp_path / "suite"), "--label", "control", "--amp", "none", timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = {r["task"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "suite/results").glob("*.json")))}
