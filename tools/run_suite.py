@@ -1,7 +1,7 @@
 """One command from a checkpoint to every downstream number.
 
     python tools/run_suite.py --checkpoint FILE --preset mini|real|full [--tasks finetune,linprobe,ade20k,coco]
-                              [--data imagenet=DIR ade20k=DIR coco=DIR] [--gpus N] [--amp bf16|fp16|none]
+                              [--data imagenet=DIR ade20k=DIR coco=DIR robustness=DIR] [--gpus N] [--amp bf16|fp16|none]
                               [--seeds 0,1,2] [--cfg-options k=v ...] [--allow-batch-change]
                               [--out DIR] [--label NAME]
     python tools/run_suite.py ... --launcher slurm --partition P [--nodes M] [--sbatch-args="--time=2-0"]
@@ -17,6 +17,13 @@ synthetic data (tools/generate_datasets.py imagenet|ade20k|coco); real = the ful
 recipes shrunk to a ViT-micro (8 px patches) on the real-image datasets
 (tools/generate_datasets.py realsuite DIR; --data imagenet=DIR/imagenet
 ade20k=DIR/ade coco=DIR/coco); full = the paper's ViT-B recipes.
+
+Tasks: the paper's finetune, linprobe, ade20k, coco (the default); knn and lowshot
+(frozen features, extracted once into OUT/features and shared), attentive (CAE's
+attentive probe), ade20k-linear (DINOv2's linear head on frozen features);
+ade20k-msflip (the ade20k task's checkpoint tested multi-scale + flip) and
+robustness (the finetune task's best checkpoint on ImageNet-A/-R/-Sketch/-V2/-C),
+which run after the task they read.
 
 Each task runs the config that keeps its recipe's published effective batch on
 --gpus x --nodes GPUs (accumulating where there are fewer); another batch is
