@@ -318,7 +318,8 @@ def plan_jobs(
         spec = TASK_SPECS[task]
         data_root = Path(data[DATASETS[task]])
         tool_options = [*data_options(task, data_root, setup.loaders), *cfg_options, *setup.lr_options]
-        hashed = tool_options + data_args(task, data_root) + ([f"--amp={amp}"] if amp else [])
+        tool_data_args = data_args(task, data_root)
+        hashed = tool_options + tool_data_args + ([f"--amp={amp}"] if amp else [])
         if seeds is None and not isinstance(setup.seed, int):
             raise ValueError(f"{setup.config} sets no integer randomness.seed ({setup.seed!r}); pass --seeds")
         for seed in seeds if seeds is not None else [setup.seed]:
@@ -334,7 +335,7 @@ def plan_jobs(
             if producer is not None:
                 args += [str(producer.work_dir), "--select-checkpoint", spec.checkpoint]
             args += ["--backbone", str(backbone), "--work-dir", str(work_dir), *spec.tool_args]
-            args += data_args(task, data_root)
+            args += tool_data_args
             if spec.tool == "eval_features.py":
                 args += ["--feature-cache", str(out / "features")]  # shared by every protocol and seed
             args += ["--amp", amp] if amp and spec.trains else []

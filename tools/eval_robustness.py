@@ -50,7 +50,13 @@ from pretrain.checkpoints import UnreadableCheckpointError, load_checkpoint_file
 from pretrain.data import ImageFolderError
 from pretrain.engine.results import evaluation_record, write_json
 from pretrain.engine.runtime import prepare_config
-from pretrain.engine.weights import SELECTIONS, CheckpointMismatchError, check_checkpoint_matches, trained_checkpoint
+from pretrain.engine.weights import (
+    SELECTIONS,
+    CheckpointMismatchError,
+    check_state_matches,
+    model_state,
+    trained_checkpoint,
+)
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
@@ -95,9 +101,9 @@ def build_classifier(args: argparse.Namespace, work_dir: str, device: torch.devi
     import classification.engine  # noqa: F401  (registers the model)
 
     model = MODELS.build(cfg.model)
-    check_checkpoint_matches(model, args.checkpoint)
-    checkpoint = load_checkpoint_file(args.checkpoint)
-    state = {key.removeprefix("module."): value for key, value in checkpoint.get("state_dict", checkpoint).items()}
+    checkpoint = load_checkpoint_file(args.checkpoint)  # read once: checked, then loaded
+    state = model_state(checkpoint)
+    check_state_matches(model, state, args.checkpoint)
     model.load_state_dict(state, strict=True)
     return cfg, model.to(device).eval(), checkpoint
 

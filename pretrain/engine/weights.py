@@ -20,14 +20,23 @@ def _examples(keys: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def model_state(loaded: dict) -> dict[str, torch.Tensor]:
+    """The model weights of a loaded checkpoint (an mmengine checkpoint, or a bare
+    state dict), without the ``module.`` prefix of DDP-saved files."""
+    state = loaded.get("state_dict", loaded)
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
 def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str | Path) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``checkpoint`` (an mmengine
     checkpoint, or a bare state dict) holds exactly the model's keys with the
     model's shapes: evaluating a model whose weights were partly or not at all
     replaced would report the metrics of its initialisation."""
-    loaded = load_checkpoint_file(checkpoint)
-    state = loaded.get("state_dict", loaded)
-    state = {key.removeprefix("module."): value for key, value in state.items()}  # DDP-saved files
+    check_state_matches(model, model_state(load_checkpoint_file(checkpoint)), checkpoint)
+
+
+def check_state_matches(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path) -> None:
+    """:func:`check_checkpoint_matches` for weights already read from ``checkpoint``."""
     expected = unwrap_model(model).state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
