@@ -196,6 +196,24 @@ def test_set_epochs_stretches_the_schedule():
         set_epochs(Config.fromfile(str(PRETRAIN_CONFIGS["sdae"])), 1)
 
 
+def test_set_epochs_moves_step_milestones_with_the_run():
+    # the CAE 1x recipe steps at epochs 9 and 11 of 12; a 4-epoch run stretched to 16
+    # that kept its step at 3 would train 13 of 16 epochs at a tenth of the rate
+    from mmengine.config import Config
+
+    from pretrain.engine.runtime import set_epochs
+
+    cfg = Config.fromfile(str(REPO / "detection/configs/mask-rcnn_vit-b16_fpn_8xb2-accum2-amp-1x_coco.py"))
+    steps = next(s for s in cfg.param_scheduler if s.type == "MultiStepLR")
+    assert (steps.end, steps.milestones) == (12, [9, 11])
+    set_epochs(cfg, 24)
+    assert (steps.end, steps.milestones) == (24, [18, 22])
+    set_epochs(cfg, 12)
+    assert steps.milestones == [9, 11]
+    with pytest.raises(ValueError, match=r"too few for the steps at epochs \[9, 11\]"):
+        set_epochs(cfg, 3)
+
+
 def test_teacher_diagnostics(tmp_path):
     from studies.reproduction import teacher_diagnostics
 

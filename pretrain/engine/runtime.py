@@ -167,8 +167,9 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
 
 def set_epochs(cfg: Config, epochs: int) -> None:
     """Stretch an epoch-based schedule to ``epochs``: the run length, every scheduler
-    that ended with the run (warm-up is kept), and a validation interval that was
-    the run length."""
+    that ended with the run (warm-up is kept) with its epoch milestones scaled in
+    proportion (a step at 9 of 12 epochs is at 18 of 24), and a validation interval
+    that was the run length."""
     old = cfg.train_cfg.get("max_epochs")
     if old is None:
         raise ValueError("--epochs needs an epoch-based schedule (train_cfg.max_epochs); this config has none")
@@ -186,6 +187,20 @@ def set_epochs(cfg: Config, epochs: int) -> None:
             scheduler["end"] = epochs
             if "T_max" in scheduler:
                 scheduler["T_max"] = epochs - scheduler.get("begin", 0)
+            if "milestones" in scheduler and scheduler.get("by_epoch", True):
+                scheduler["milestones"] = _scaled_milestones(scheduler["milestones"], old, epochs)
+
+
+def _scaled_milestones(milestones: list[int], old: int, epochs: int) -> list[int]:
+    """Step milestones moved with the run length; two that would fall on one epoch
+    raise rather than silently merge into one larger step."""
+    scaled = [max(1, round(m * epochs / old)) for m in milestones]
+    if len(set(scaled)) != len(scaled) or any(m >= epochs for m in scaled):
+        raise ValueError(
+            f"{epochs} epochs are too few for the steps at epochs {list(milestones)} of {old}: "
+            f"they would fall at {scaled}"
+        )
+    return scaled
 
 
 def prepare_config(
