@@ -1,0 +1,137 @@
+"""Can the real preset's COCO-layout task be learned at its scale, and from which
+starting point? (``tools/benchmark_detection_learnability.py``.)
+
+The discrimination benchmark finds box and mask AP below 1 for every ViT (random,
+MAE, SdAE). That alone cannot tell a task that nothing learns (bad annotations, a
+broken head or metric, too few steps) from one that a ViT cannot learn from where
+it starts. So train, with one schedule, on the same data:
+
+- the reference: the real preset's Mask R-CNN with a ResNet-18 (GroupNorm) trained
+  from scratch (``detection/configs/real/reference/``);
+- the real preset's COCO config with the random-init ViT-micro the suite uses as
+  its control, stretched to the same number of epochs;
+- optionally any canonical backbone file (a pretrained ViT-micro), the same way.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pretrain.engine.results import write_json
+from studies.discrimination import _in_lanes, build_data, default_amp
+from studies.reproduction import stat_cell, summarise_over_seeds
+from suite.recipes import PRESETS
+from suite.runner import REPO, prepare_backbone
+
+REFERENCE_CONFIG = REPO / "detection/configs/real/reference/mask-rcnn_r18-gn-scratch_fpn_1xb4-16e_realsuite.py"
+VIT_CONFIG = REPO / PRESETS["real"]["coco"].config
+REFERENCE = "resnet18-scratch"
+VIT_CONTROL = "vit-random-init"
+LABELS = {REFERENCE: "ResNet-18 FPN, from scratch (reference)", VIT_CONTROL: "ViT-micro/8, random init (control)"}
+METRICS = (("box_ap", "box AP"), ("mask_ap", "mask AP"), ("wall_s", "train + test s"))
+
+
+def _data_options(coco: Path) -> list[str]:
+    root = f"{coco}/"
+    ann = f"{root}annotations/instances_val2017.json"
+    return [f"{split}_dataloader.dataset.data_root={root}" for split in ("train", "val", "test")] + [
+        f"val_evaluator.ann_file={ann}",
+        f"test_evaluator.ann_file={ann}",
+    ]
+
+
+def train_detector(
+    name: str, config: Path, backbone: Path | None, seed: int, coco: Path, out: Path, epochs: int, say: Callable
+) -> dict:
+    """One ``tools/train.py`` run (as a user runs it); its record, reused when the
+    same run finished before."""
+    work = out / "runs" / name / f"seed{seed}"
+    cmd = [sys.executable, str(REPO / "tools/train.py"), str(config), "--work-dir", str(work), "--no-resume"]
+    cmd += ["--epochs", str(epochs)] + (["--backbone", str(backbone)] if backbone else [])
+    amp = default_amp()
+    cmd += ["--amp", amp] if amp else []
+    cmd += ["--cfg-options", f"randomness.seed={seed}", *_data_options(coco)]
+    record_path = out / "records" / f"{name}_seed{seed}.json"
+    if record_path.exists() and json.loads(record_path.read_text()).get("command") == cmd[1:]:
+        say(f"{name} seed {seed}: recorded already ({record_path})")
+        return json.loads(record_path.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"{name} seed {seed}: training {epochs} epochs (log: {work / 'train.log'}) ...")
+    start = time.time()
+    with (work / "train.log").open("w") as log:
+        if subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise RuntimeError(f"{name} seed {seed}: training failed; see {work / 'train.log'}")
+    metrics = json.loads((work / "result.json").read_text())["metrics"]
+    record = dict(
+        name=name,
+        seed=seed,
+        box_ap=round(100 * metrics["coco/bbox_mAP"], 1),
+        mask_ap=round(100 * metrics["coco/segm_mAP"], 1),
+        wall_s=round(time.time() - start, 1),
+        command=cmd[1:],
+        reproduce=" ".join(cmd),
+    )
+    say(f"{name} seed {seed}: box AP {record['box_ap']}, mask AP {record['mask_ap']} in {record['wall_s']:.0f}s")
+    write_json(record_path, record)
+    return record
+
+
+def run(
+    out: Path,
+    seeds: list[int],
+    epochs: int = 16,
+    backbones: dict[str, Path] | None = None,
+    data_root: Path | None = None,
+    jobs: int = 1,
+    say: Callable[[str], None] = print,
+    data_args: dict | None = None,
+) -> dict:
+    """Every (detector, seed) on the real suite's COCO-layout set; writes and returns
+    ``out/results.json``. ``backbones``: extra canonical ViT-micro files by name."""
+    backbones = backbones or {}
+    clash = set(backbones) & set(LABELS)
+    if clash:
+        raise ValueError(f"backbone names {sorted(clash)} are taken by the benchmark's own rows; rename them")
+    for name, path in backbones.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone {name}: no file {path}")
+    if jobs > 1:  # inherited by every training process started from here
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or jobs) // jobs))
+    start = time.time()
+    data, recipe = build_data(data_root or out / "data", say, data_args)
+    control = prepare_backbone("random:micro-p8", out / "backbones")
+    detectors = {REFERENCE: (REFERENCE_CONFIG, None), VIT_CONTROL: (VIT_CONFIG, control)}
+    detectors |= {name: (VIT_CONFIG, path) for name, path in backbones.items()}
+    work = [
+        lambda n=n, c=c, b=b, s=s: train_detector(n, c, b, s, data["coco"], out, epochs, say)
+        for s in seeds
+        for n, (c, b) in detectors.items()
+    ]
+    records = _in_lanes(jobs, work)
+    labels = LABELS | {name: f"ViT-micro/8, {name} ({path.name})" for name, path in backbones.items()}
+    summary = summarise_over_seeds(records, list(detectors), "name", labels, [k for k, _ in METRICS])
+    result = dict(
+        seeds=seeds,
+        epochs=epochs,
+        data=recipe,
+        jobs=jobs,
+        records=records,
+        summary=summary,
+        wall_time_s=round(time.time() - start, 1),
+    )
+    write_json(out / "results.json", result)
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    heads = ["detector", "n", *[h for _, h in METRICS]]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for row in result["summary"]:
+        digits = [1, 1, 0]
+        cells = [stat_cell(row.get(k), d) for (k, _), d in zip(METRICS, digits, strict=True)]
+        lines.append("| " + " | ".join([row["label"], str(len(row["seeds"])), *cells]) + " |")
+    return "\n".join(lines) + f"\n\n{result['epochs']} epochs of the real preset's COCO-layout set each.\n"
