@@ -263,7 +263,8 @@ def summarise(records: list[dict], methods: list[str]) -> list[dict]:
 
 def separation(rows: list[dict]) -> list[dict]:
     """Per pretrained method and metric: gap to the control's mean and whether it
-    exceeds the spread (``gap > std + control std``)."""
+    exceeds the spread (``gap > std + control std``); ``None`` where either side has
+    fewer than 2 seeds (one seed has no spread to exceed)."""
     control = next((r for r in rows if r["method"] == CONTROL), None)
     if control is None:
         return []
@@ -276,8 +277,9 @@ def separation(rows: list[dict]) -> list[dict]:
                 continue
             gap = row[key]["mean"] - control[key]["mean"]
             spread = row[key]["std"] + control[key]["std"]
+            separated = gap > spread if min(row[key]["n"], control[key]["n"]) >= 2 else None
             out.append(
-                dict(method=row["method"], metric=key, heading=heading, gap=gap, spread=spread, separated=gap > spread)
+                dict(method=row["method"], metric=key, heading=heading, gap=gap, spread=spread, separated=separated)
             )
     return out
 
@@ -303,8 +305,11 @@ def markdown_table(result: dict) -> str:
         ]
         for s in result["separation"]:
             label = METHODS[s["method"]].label
-            mark = "yes" if s["separated"] else "**no**"
+            mark = {True: "yes", False: "**no**", None: "n/a (1 seed)"}[s["separated"]]
             lines.append(f"| {label} | {s['heading']} | {s['gap']:+.1f} | {s['spread']:.1f} | {mark} |")
+    epochs = result.get("pretrain_epochs")
+    budget = f"stretched to {epochs} epochs" if epochs else "the configs' schedule"
+    lines += ["", f"Pretraining budget, the same for every method: {budget}."]
     return "\n".join(lines) + "\n"
 
 

@@ -30,4 +30,6 @@ def test_main_job_end_to_end_in_a_fast_configuration(tmp_path):
     }
     report = (tmp_path / "report/report.md").read_text()
     assert "MAE, seed 0" in report and "random init" in report
-    assert (tmp_path / "plot.png").stat().st_size > 0 and "gap to random init" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert (tmp_path / "plot.png").stat().st_size > 0 and "gap to random init" in table
+    assert "the same for every method: stretched to 4 epochs" in table

@@ -290,7 +290,7 @@ def test_real_preset_differs_from_the_full_recipe_only_in_size_and_schedule(task
 
 
 def test_summary_and_separation_against_numpy():
-    from studies.discrimination import CONTROL, separation, summarise
+    from studies.discrimination import CONTROL, markdown_table, separation, summarise
 
     values = {CONTROL: [40.0, 44.0, 42.0], "mae": [50.0, 49.0, 55.0], "sdae": [44.0, 41.0, 47.0]}
     records = [dict(method=m, seed=s, linprobe_top1=v) for m, vs in values.items() for s, v in enumerate(vs)]
@@ -307,6 +307,11 @@ def test_summary_and_separation_against_numpy():
         assert verdict[method]["gap"] == pytest.approx(mine.mean() - control.mean())
         assert verdict[method]["spread"] == pytest.approx(mine.std(ddof=1) + control.std(ddof=1))
     assert verdict["mae"]["separated"] and not verdict["sdae"]["separated"]
+    # one seed has no spread: a gap of any size is not called a separation
+    single = summarise([r for r in records if r["seed"] == 0], list(values))
+    assert [s["separated"] for s in separation(single)] == [None, None]
+    table = markdown_table(dict(summary=single, separation=separation(single), pretrain_epochs=150))
+    assert table.count("n/a (1 seed)") == 2 and "stretched to 150 epochs" in table
 
 
 def test_study_refuses_a_run_without_the_control(tmp_path):

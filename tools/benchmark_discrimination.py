@@ -9,6 +9,7 @@ gap to the control (studies/discrimination.py).
 
     python tools/benchmark_discrimination.py [--seeds 0 1 2] [--methods random-init mae sdae] [--jobs 2]
                                              [--out runs/discrimination] [--tasks finetune,linprobe,ade20k,coco]
+                                             [--pretrain-epochs N]
 
 Outputs: OUT/{results.json,table.md,table.csv,plot.png}; the suite's records under
 OUT/suite/results/ (reused on rerun), pretraining records under OUT/pretrain_records/.
@@ -29,6 +30,9 @@ def main() -> int:
     parser.add_argument("--out", default="runs/discrimination")
     parser.add_argument("--data", help="real-suite data folder (default: OUT/data; built if absent)")
     parser.add_argument(
+        "--pretrain-epochs", type=int, help="stretch the pretraining schedule (default: the configs' 30 epochs)"
+    )
+    parser.add_argument(
         "--jobs", type=int, default=2, help="training processes at once (each gets CPUs / jobs threads)"
     )
     parser.add_argument(
@@ -46,6 +50,7 @@ def main() -> int:
             args.amp or default_amp(),
             args.jobs,
             say=lambda message: print(f"[discrimination] {message}", flush=True),
+            pretrain_epochs=args.pretrain_epochs,
         )
     except (FileExistsError, FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
