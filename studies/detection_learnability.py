@@ -14,18 +14,16 @@ it starts. So train, with one schedule, on the same data:
 """
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pretrain.engine.results import write_json
-from studies.discrimination import _in_lanes, build_data, default_amp
+from studies.discrimination import build_data, default_amp, in_lanes, run_logged, share_cpus
 from studies.reproduction import stat_cell, summarise_over_seeds
 from suite.recipes import PRESETS
-from suite.runner import REPO, prepare_backbone
+from suite.runner import REPO, data_options, prepare_backbone
 
 REFERENCE_CONFIG = REPO / "detection/configs/real/reference/mask-rcnn_r18-gn-scratch_fpn_1xb4-16e_realsuite.py"
 VIT_CONFIG = REPO / PRESETS["real"]["coco"].config
@@ -33,15 +31,6 @@ REFERENCE = "resnet18-scratch"
 VIT_CONTROL = "vit-random-init"
 LABELS = {REFERENCE: "ResNet-18 FPN, from scratch (reference)", VIT_CONTROL: "ViT-micro/8, random init (control)"}
 METRICS = (("box_ap", "box AP"), ("mask_ap", "mask AP"), ("wall_s", "train + test s"))
-
-
-def _data_options(coco: Path) -> list[str]:
-    root = f"{coco}/"
-    ann = f"{root}annotations/instances_val2017.json"
-    return [f"{split}_dataloader.dataset.data_root={root}" for split in ("train", "val", "test")] + [
-        f"val_evaluator.ann_file={ann}",
-        f"test_evaluator.ann_file={ann}",
-    ]
 
 
 def train_detector(
@@ -54,17 +43,16 @@ def train_detector(
     cmd += ["--epochs", str(epochs)] + (["--backbone", str(backbone)] if backbone else [])
     amp = default_amp()
     cmd += ["--amp", amp] if amp else []
-    cmd += ["--cfg-options", f"randomness.seed={seed}", *_data_options(coco)]
+    cmd += ["--cfg-options", f"randomness.seed={seed}", *data_options("coco", coco)]
     record_path = out / "records" / f"{name}_seed{seed}.json"
-    if record_path.exists() and json.loads(record_path.read_text()).get("command") == cmd[1:]:
-        say(f"{name} seed {seed}: recorded already ({record_path})")
-        return json.loads(record_path.read_text())
-    work.mkdir(parents=True, exist_ok=True)
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("command") == cmd[1:]:
+            say(f"{name} seed {seed}: recorded already ({record_path})")
+            return record
     say(f"{name} seed {seed}: training {epochs} epochs (log: {work / 'train.log'}) ...")
     start = time.time()
-    with (work / "train.log").open("w") as log:
-        if subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
-            raise RuntimeError(f"{name} seed {seed}: training failed; see {work / 'train.log'}")
+    run_logged(cmd, work, f"{name} seed {seed}: training")
     metrics = json.loads((work / "result.json").read_text())["metrics"]
     record = dict(
         name=name,
@@ -99,8 +87,7 @@ def run(
     for name, path in backbones.items():
         if not path.is_file():
             raise FileNotFoundError(f"backbone {name}: no file {path}")
-    if jobs > 1:  # inherited by every training process started from here
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or jobs) // jobs))
+    share_cpus(jobs)
     start = time.time()
     data, recipe = build_data(data_root or out / "data", say, data_args)
     control = prepare_backbone("random:micro-p8", out / "backbones")
@@ -111,7 +98,7 @@ def run(
         for s in seeds
         for n, (c, b) in detectors.items()
     ]
-    records = _in_lanes(jobs, work)
+    records = in_lanes(jobs, work)
     labels = LABELS | {name: f"ViT-micro/8, {name} ({path.name})" for name, path in backbones.items()}
     summary = summarise_over_seeds(records, list(detectors), "name", labels, [k for k, _ in METRICS])
     result = dict(

@@ -116,6 +116,22 @@ def _losses(work_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in logs[-1].read_text().splitlines() if '"loss"' in line]
 
 
+def run_logged(cmd: list[str], work: Path, what: str) -> None:
+    """Run a training command from the repository root with its output in
+    ``work/train.log``; a failure raises, naming ``what`` and the log."""
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / "train.log").open("w") as log:
+        if subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise RuntimeError(f"{what} failed; see {work / 'train.log'}")
+
+
+def share_cpus(jobs: int) -> None:
+    """Give each of ``jobs`` training processes started from here (they inherit the
+    environment) its share of the CPU threads."""
+    if jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or jobs) // jobs))
+
+
 def pretrain_method(
     method: Variant,
     seed: int,
@@ -146,11 +162,8 @@ def pretrain_method(
         cmd = [sys.executable, str(REPO / "tools/train.py"), str(config), "--work-dir", str(work), "--no-resume"]
         cmd += [] if epochs is None else ["--epochs", str(epochs)]
         cmd += ["--cfg-options", *(f"{k}={v}" for k, v in options.items())]
-        work.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        with (work / "train.log").open("w") as log:
-            if subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode:
-                raise RuntimeError(f"{method.name} seed {seed}: pretraining failed; see {work / 'train.log'}")
+        run_logged(cmd, work, f"{method.name} seed {seed}: pretraining")
         facts = dict(finished_run_facts(work, _losses(work), start), reproduce=" ".join(cmd))
         say(f"{method.name} seed {seed}: pretrained in {facts['pretrain_s']:.0f}s, final loss {facts['final_loss']}")
     record = dict(method=method.name, seed=seed, fingerprint=key, config=str(config.relative_to(REPO)), **facts)
@@ -169,7 +182,7 @@ def suite_metrics(records: Iterable[dict]) -> dict[str, float]:
     }
 
 
-def _in_lanes(jobs: int, work: list[Callable[[], dict]]) -> list[dict]:
+def in_lanes(jobs: int, work: list[Callable[[], dict]]) -> list[dict]:
     """Run ``work`` ``jobs`` at a time (each item spawns its own training process)."""
     if jobs == 1:
         return [item() for item in work]
@@ -201,8 +214,7 @@ def run(
         raise ValueError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     if CONTROL not in methods:
         raise ValueError(f"the random-init control ({CONTROL!r}) must be among the methods: it is the reference")
-    if jobs > 1:  # inherited by every training process started from here
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or jobs) // jobs))
+    share_cpus(jobs)
     start = time.time()
     data_root = data_root or out / "data"
     data, recipe = build_data(data_root, say, data_args)
@@ -213,7 +225,7 @@ def run(
         for s, m in plan
         if not m.config
     }
-    trained = _in_lanes(
+    trained = in_lanes(
         jobs,
         [
             lambda s=s, m=m: pretrain_method(m, s, data_root / "pretrain", out, recipe, configs, pretrain_epochs, say)
@@ -232,7 +244,7 @@ def run(
         say(f"{method.name} seed {seed}: {task} {verb}")
         return record
 
-    suite_records = _in_lanes(jobs, [lambda s=s, m=m, t=t: evaluate(s, m, t) for s, m, t in runs])
+    suite_records = in_lanes(jobs, [lambda s=s, m=m, t=t: evaluate(s, m, t) for s, m, t in runs])
     records = []
     for seed, method in plan:
         mine = [r for (s, m, _), r in zip(runs, suite_records, strict=True) if s == seed and m is method]
