@@ -2,11 +2,13 @@
 starting point? Trains, with one schedule on the same data, the real preset's
 Mask R-CNN with a ResNet-18 from scratch (the reference), with the random-init
 ViT-micro the suite uses as its control, and with any ViT-micro backbone file you
-add, and writes box / mask AP per detector over the seeds
+add, and with the random-init ViT-micro under config changes you name (--vit-variant),
+and writes box / mask AP and the largest FPN output std per detector over the seeds
 (studies/detection_learnability.py).
 
     python tools/benchmark_detection_learnability.py [--seeds 0] [--epochs 16] [--jobs 2]
                                                      [--backbone NAME=FILE.safetensors ...]
+                                                     [--vit-variant NAME KEY=VALUE ... ]
                                                      [--out runs/detection-learnability] [--data DIR]
 
 Outputs: OUT/{results.json,table.md}; one record per run under OUT/records/ (reused
@@ -32,6 +34,15 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=16, help="every detector's schedule, stretched to N epochs")
     parser.add_argument("--backbone", type=backbone_arg, nargs="+", default=[], metavar="NAME=FILE")
+    parser.add_argument(
+        "--vit-variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="a row of the random-init ViT-micro with these cfg-options (repeatable), e.g. "
+        "--vit-variant gn-fpn model.neck.norm_cfg.type=GN model.neck.norm_cfg.num_groups=8",
+    )
     parser.add_argument("--out", default="runs/detection-learnability")
     parser.add_argument("--data", help="real-suite data folder (default: OUT/data; built if absent)")
     parser.add_argument(
@@ -45,6 +56,7 @@ def main() -> int:
             args.seeds,
             args.epochs,
             dict(args.backbone),
+            {name: tuple(options) for name, *options in args.vit_variant},
             Path(args.data).resolve() if args.data else None,
             args.jobs,
             say=lambda message: print(f"[detection] {message}", flush=True),
