@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain.engine.config_io import read_config
+
 
 def pyramid_scales(config: str | Path, checkpoint: str | Path, images: list[Path]) -> dict[str, list[float]]:
     """Standard deviation of every backbone output (``backbone``) and every neck output
@@ -26,7 +28,7 @@ def pyramid_scales(config: str | Path, checkpoint: str | Path, images: list[Path
 
     import detection.engine  # noqa: F401  (registers the dense ViT)
 
-    model = init_detector(str(config), str(checkpoint), device="cpu")
+    model = init_detector(read_config(config), str(checkpoint), device="cpu")
     pipeline = Compose(get_test_pipeline_cfg(model.cfg))
     batch = pseudo_collate([pipeline(dict(img_path=str(path), img_id=i)) for i, path in enumerate(images)])
     with torch.no_grad():

@@ -19,6 +19,7 @@ from pathlib import Path
 from mmengine.config import Config, DictAction
 
 from pretrain.engine.config_checks import check_cfg_options, check_hook_options
+from pretrain.engine.config_io import read_config
 from pretrain.engine.runtime import AMP_DTYPES, effective_batch_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ PRESETS: dict[str, dict[str, Recipe]] = {
         "finetune": Recipe("classification/configs/real/vit-micro-p8_finetune_1xb128-20e_realsuite64.py", "real"),
         "linprobe": Recipe("classification/configs/real/vit-micro-p8_linprobe_1xb256-30e_realsuite64.py", "real"),
         "ade20k": Recipe("segmentation/configs/real/upernet_vit-micro-p8_1xb4-300it_realsuite-128x128.py", "real"),
-        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb4-4e_realsuite.py", "real"),
+        "coco": Recipe("detection/configs/real/mask-rcnn_vit-micro-p8_fpn_1xb1-4e_realsuite.py", "real"),
         "knn": Recipe("classification/configs/real/knn_vit-micro-p8_realsuite64.py", "real"),
         "lowshot": Recipe("classification/configs/real/lowshot_vit-micro-p8_realsuite64.py", "real"),
         "attentive": Recipe("classification/configs/real/vit-micro-p8_attentive_1xb128-30e_realsuite64.py", "real"),
@@ -119,7 +120,7 @@ def parse_cfg_options(items: list[str] | tuple[str, ...]) -> dict:
 def load_config(path: Path, options: dict) -> Config:
     """``path`` with ``options`` merged, checked as tools/train.py checks them
     (options that would change nothing or have the wrong type are refused)."""
-    cfg = Config.fromfile(str(path))
+    cfg = read_config(path)
     check_cfg_options(cfg, options)
     cfg.merge_from_dict(copy.deepcopy(options))
     check_hook_options(cfg)
@@ -144,7 +145,7 @@ def batch_variants(recipe_config: Path) -> list[Path]:
 def published_batch(preset: str, task: str) -> int:
     """The recipe's effective batch on the GPUs it was published for."""
     recipe = PRESETS[preset][task]
-    return effective_batch_size(Config.fromfile(str(REPO / recipe.config)), recipe.gpus)
+    return effective_batch_size(read_config(REPO / recipe.config), recipe.gpus)
 
 
 def precision(cfg: Config) -> str:
@@ -178,7 +179,7 @@ def _plain(value):
 
 def option_changes(config: Path, options: dict) -> list[str]:
     """The user's options whose value differs from ``config``'s, as "key: old -> new"."""
-    base = Config.fromfile(str(config))
+    base = read_config(config)
     changes = []
     for key, value in options.items():
         old = _lookup(base, key)
@@ -254,7 +255,7 @@ def resolve_setup(
         raise ValueError(f"the number of GPUs must be at least 1, got {world_size}")
     options = options or {}
     recipe = PRESETS[preset][task]
-    if "optim_wrapper" not in Config.fromfile(str(REPO / recipe.config)):
+    if "optim_wrapper" not in read_config(REPO / recipe.config):
         return _evaluation_setup(REPO / recipe.config, options)
     published = published_batch(preset, task)
     tried = []

@@ -149,3 +149,19 @@ def test_precision_switches():
     else:
         with pytest.raises(RuntimeError, match="--amp none"):
             apply_amp(cfg, "fp16")
+
+
+def test_configs_read_from_several_threads_at_once():
+    """The studies resolve configs from parallel lanes (threads); mmdet::/mmseg:: bases
+    go through pkg_resources, which fails under concurrent use ("Expected str,
+    Requirement, or Distribution" in about half of 40 unlocked reads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pretrain.engine.config_io import read_config
+    from suite.recipes import PRESETS
+
+    paths = [Path(PRESETS["real"][task].config) for task in ("coco", "ade20k")] * 16
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        configs = list(pool.map(read_config, paths))
+    assert [c.model.type for c in configs[:2]] == ["MaskRCNN", "EncoderDecoder"]
+    assert all(c.model.type == configs[i % 2].model.type for i, c in enumerate(configs))

@@ -6,7 +6,7 @@ add, and with the random-init ViT-micro under config changes you name (--vit-var
 and writes box / mask AP and the largest FPN output std per detector over the seeds
 (studies/detection_learnability.py).
 
-    python tools/benchmark_detection_learnability.py [--seeds 0] [--epochs 16] [--jobs 2]
+    python tools/benchmark_detection_learnability.py [--seeds 0] [--epochs 4] [--jobs 2]
                                                      [--backbone NAME=FILE.safetensors ...]
                                                      [--vit-variant NAME KEY=VALUE ... ]
                                                      [--out runs/detection-learnability] [--data DIR]
@@ -32,7 +32,9 @@ def backbone_arg(text: str) -> tuple[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=16, help="every detector's schedule, stretched to N epochs")
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="every detector's schedule, stretched to N epochs (default: the preset's)"
+    )
     parser.add_argument("--backbone", type=backbone_arg, nargs="+", default=[], metavar="NAME=FILE")
     parser.add_argument(
         "--vit-variant",

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from mmengine.config import Config
 
 from .config_checks import check_cfg_options, check_hook_options
+from .config_io import read_config
 
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
@@ -223,7 +224,7 @@ def prepare_config(
     """
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file not found: {config}")
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     cfg_options = cfg_options or {}
     check_cfg_options(cfg, cfg_options)
     cfg.merge_from_dict(cfg_options)

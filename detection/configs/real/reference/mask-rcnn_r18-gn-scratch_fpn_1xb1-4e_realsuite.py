@@ -5,7 +5,7 @@
 # AdamW (layer decay is a ViT-block rule). If this learns the task in the budget and a
 # ViT does not, the data, annotations, heads and evaluation are sound and the ViT's
 # starting point is what decides.
-_base_ = ["../mask-rcnn_vit-micro-p8_fpn_1xb4-4e_realsuite.py"]
+_base_ = ["../mask-rcnn_vit-micro-p8_fpn_1xb1-4e_realsuite.py"]
 strides = [4, 8, 16, 32]
 model = dict(
     backbone=dict(
@@ -27,10 +27,3 @@ model = dict(
     ),
 )
 optim_wrapper = dict(_delete_=True, type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05))
-max_epochs = 16
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=50),
-    dict(type="MultiStepLR", begin=0, end=max_epochs, by_epoch=True, milestones=[12], gamma=0.1),
-]
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-default_hooks = dict(checkpoint=dict(interval=max_epochs))
