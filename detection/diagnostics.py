@@ -3,9 +3,9 @@ each neck (FPN) output on a few images, through the detector's own test pipeline
 
 A ViT's tapped maps are the un-normalised residual stream and mmdet's FPN has no
 norm of its own, so nothing bounds the scale of the maps the RPN and the RoI heads
-read; when a short, high-lr schedule lets it run away, the shared RPN head cannot
-serve levels whose scales differ by orders of magnitude and the detector learns
-nothing while its losses still look finite. These numbers tell that apart from a
+read; when training lets it run away (the real preset did at 4 images per step,
+not at 1), the shared RPN head cannot serve levels whose scales differ by orders of
+magnitude and the detector learns nothing while its losses still look finite. These numbers tell that apart from a
 detector that trained normally (``studies/detection_learnability.py`` records them).
 """
 

@@ -68,7 +68,7 @@ def train_detector(
     record_path = out / "records" / f"{name}_seed{seed}.json"
     if record_path.exists():
         record = json.loads(record_path.read_text())
-        if record.get("command") == cmd[1:] and "scales" in record:  # older records lack the scales
+        if record.get("command") == cmd[1:]:
             say(f"{name} seed {seed}: recorded already ({record_path})")
             return record
     say(f"{name} seed {seed}: training {epochs} epochs (log: {work / 'train.log'}) ...")

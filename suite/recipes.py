@@ -142,12 +142,6 @@ def batch_variants(recipe_config: Path) -> list[Path]:
     return sorted(p for p in recipe_config.parent.iterdir() if pattern.fullmatch(p.name))
 
 
-def published_batch(preset: str, task: str) -> int:
-    """The recipe's effective batch on the GPUs it was published for."""
-    recipe = PRESETS[preset][task]
-    return effective_batch_size(read_config(REPO / recipe.config), recipe.gpus)
-
-
 def precision(cfg: Config) -> str:
     """The config's training precision in tools/train.py --amp terms."""
     if cfg.optim_wrapper.get("type") != "AmpOptimWrapper":
@@ -255,9 +249,10 @@ def resolve_setup(
         raise ValueError(f"the number of GPUs must be at least 1, got {world_size}")
     options = options or {}
     recipe = PRESETS[preset][task]
-    if "optim_wrapper" not in read_config(REPO / recipe.config):
+    recipe_cfg = read_config(REPO / recipe.config)
+    if "optim_wrapper" not in recipe_cfg:
         return _evaluation_setup(REPO / recipe.config, options)
-    published = published_batch(preset, task)
+    published = effective_batch_size(recipe_cfg, recipe.gpus)  # on the GPUs it was published for
     tried = []
     for path in batch_variants(REPO / recipe.config):
         cfg = load_config(path, options)
