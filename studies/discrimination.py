@@ -338,7 +338,7 @@ def plot(result: dict, path: Path) -> None:
 
     rows = result["summary"]
     metrics = measured(result)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1, 0.5 * len(rows) + 2.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 3, 0.5 * len(rows) + 2.2), squeeze=False)
     ys = np.arange(len(rows))[::-1]
     control = next((r for r in rows if r["method"] == CONTROL), None)
     for ax, (key, heading, _) in zip(axes[0], metrics, strict=True):
@@ -357,7 +357,7 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(f"Real-image mini suite: every seed ({seeds}) and mean ± std (dashed: random init)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the title and method labels, whatever the panel count
     plt.close(fig)
 
 
