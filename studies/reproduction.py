@@ -235,6 +235,9 @@ def pretrain_from_config(
     student (the random-init control: exactly the encoder the runs start from).
     Returns the pretraining facts (backbone file, time, steps, losses, teacher state)."""
     options = {"train_dataloader.dataset.data_root": str(data_root), **options}
+    if control_name is not None:
+        # only the model is built: the runner's environment and config dump would bury the study's progress lines
+        options["log_level"] = "WARNING"
     start = time.time()
     runner = _runner(config, work_dir, seed, options, epochs=epochs)
     if control_name is not None:
